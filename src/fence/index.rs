@@ -1,0 +1,256 @@
+//! The fence index: an R-tree over fence envelopes with exact geometric tests behind it, and an
+//! optional H3 cell cache in front of it (see `cells`).
+//!
+//! Fences are stored sorted by id, so a [`FenceIdx`] orders like its id and callers get sorted
+//! answers by sorting small integers. Queries allocate nothing: the caller owns the output.
+
+use geo::{Coord, Intersects, MonotonicPolygons, Point};
+use rstar::primitives::{GeomWithData, Rectangle};
+use rstar::{RTree, AABB};
+use smallvec::SmallVec;
+use std::ops::ControlFlow;
+
+use super::cells::{CellCache, CellScheme};
+use super::{Fence, FenceIdx, Shape};
+use crate::sphere::{self, LatLon, LonLatBox, Meters};
+
+pub(super) type Envelope = GeomWithData<Rectangle<[f64; 2]>, FenceIdx>;
+
+/// Fences that cover one point; inline up to eight, the most that overlap in real layouts.
+pub type Hits = SmallVec<[FenceIdx; 8]>;
+
+/// How the index is built. The defaults are the measured best on the generated city data
+/// (README, "Performance").
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct IndexOptions {
+    /// The cell cache's cells, or `None` to answer from the R-tree alone.
+    pub cells: Option<CellScheme>,
+    /// A fence that would cover more cells than this is looked up in the R-tree instead.
+    pub max_cells_per_fence: usize,
+    /// Polygons with more vertices than this are prepared as monotone pieces (O(log n) tests).
+    pub prepare_above_vertices: usize,
+}
+
+impl Default for IndexOptions {
+    fn default() -> Self {
+        Self {
+            cells: Some(CellScheme::Grid { deg: 0.008 }),
+            max_cells_per_fence: 64,
+            prepare_above_vertices: 32,
+        }
+    }
+}
+
+/// A fence within reach of a point, with the distance to its edge (0 inside).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Nearby {
+    pub fence: FenceIdx,
+    pub distance: Meters,
+}
+
+/// The exact test for one fence, laid out for the hot path. Callers have already checked the
+/// fence's bounding box (the R-tree envelope, or the cell member's box).
+enum Exact {
+    /// Planar covers test on the fence's own polygons.
+    Area,
+    /// The same test on a monotone subdivision, for polygons with many vertices.
+    Prepared(Box<MonotonicPolygons<f64>>),
+    Circle { center: Point<f64>, radius: Meters },
+}
+
+/// All fences of a data set, ready for point queries.
+pub struct FenceIndex {
+    fences: Vec<Fence>,
+    exact: Vec<Exact>,
+    tree: RTree<Envelope>,
+    cells: Option<CellCache>,
+}
+
+impl FenceIndex {
+    /// Builds the index. Fence ids must be unique (the loader guarantees it).
+    pub fn new(mut fences: Vec<Fence>, options: IndexOptions) -> Self {
+        fences.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        let exact = fences.iter().map(|f| prepare(f, options.prepare_above_vertices)).collect();
+        let envelopes: Vec<Envelope> = fences
+            .iter()
+            .enumerate()
+            .flat_map(|(i, f)| envelopes(FenceIdx(i as u32), &f.shape))
+            .collect();
+        let cells = options
+            .cells
+            .map(|scheme| CellCache::build(scheme, options.max_cells_per_fence, &fences, &envelopes));
+        Self {
+            fences,
+            exact,
+            tree: RTree::bulk_load(envelopes),
+            cells,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.fences.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.fences.is_empty()
+    }
+
+    pub fn fence(&self, idx: FenceIdx) -> &Fence {
+        &self.fences[idx.get()]
+    }
+
+    pub fn fences(&self) -> &[Fence] {
+        &self.fences
+    }
+
+    /// How many fences the cell cache could not tile and leaves to the R-tree.
+    pub fn untiled_fences(&self) -> Option<usize> {
+        self.cells.as_ref().map(CellCache::untiled)
+    }
+
+    /// Every fence that covers `p`, ascending by fence id, into `out` (cleared first).
+    pub fn containing(&self, p: LatLon, out: &mut Hits) {
+        out.clear();
+        let pt = p.point();
+        match &self.cells {
+            Some(cells) => {
+                let (full, partial) = cells.lookup(p);
+                out.extend(full.iter().map(|m| m.fence));
+                out.extend(partial.iter().filter(|m| m.may_cover(p) && self.covers(m.fence, pt)).map(|m| m.fence));
+                if cells.untiled_tree().size() > 0 {
+                    self.tree_containing(cells.untiled_tree(), pt, out);
+                }
+            }
+            None => self.tree_containing(&self.tree, pt, out),
+        }
+        if out.len() > 1 {
+            out.sort_unstable();
+            // A circle across the antimeridian has two envelopes; a point on ±180° can hit both.
+            out.dedup();
+        }
+    }
+
+    fn tree_containing(&self, tree: &RTree<Envelope>, pt: Point<f64>, out: &mut Hits) {
+        let _ = tree.locate_all_at_point_int(&[pt.x(), pt.y()], |e| {
+            if self.covers(e.data, pt) {
+                out.push(e.data);
+            }
+            ControlFlow::<()>::Continue(())
+        });
+    }
+
+    /// Whether `p` lies in some fence's bounding box (whether or not the fence covers it).
+    pub fn in_some_envelope(&self, p: LatLon) -> bool {
+        self.tree.locate_at_point(&[p.lon(), p.lat()]).is_some()
+    }
+
+    /// The exact test of CONTRACTS §1 for one fence (callers reject by bounding box first).
+    fn covers(&self, i: FenceIdx, pt: Point<f64>) -> bool {
+        match &self.exact[i.get()] {
+            Exact::Area => matches!(&self.fences[i.get()].shape, Shape::Area(mp) if mp.intersects(&pt.0)),
+            Exact::Prepared(mono) => mono.intersects(&pt.0),
+            Exact::Circle { center, radius } => sphere::distance(*center, pt) <= *radius,
+        }
+    }
+
+    /// Fences whose edge is within `radius` of `p`, nearest first (ties by id), at most `limit`,
+    /// into `out` (cleared first).
+    pub fn nearby(&self, p: LatLon, radius: Meters, limit: usize, out: &mut Vec<Nearby>) {
+        out.clear();
+        let pt = p.point();
+        let (boxes, n) = sphere::cap_boxes(pt, radius);
+        for b in &boxes[..n] {
+            let env = AABB::from_corners(b.min, b.max);
+            let _ = self.tree.locate_in_envelope_intersecting_int(&env, |e| {
+                let distance = self.distance(e.data, pt);
+                if distance <= radius {
+                    out.push(Nearby { fence: e.data, distance });
+                }
+                ControlFlow::<()>::Continue(())
+            });
+        }
+        out.sort_unstable_by(|a, b| a.distance.0.total_cmp(&b.distance.0).then(a.fence.cmp(&b.fence)));
+        out.dedup_by_key(|n| n.fence);
+        out.truncate(limit);
+    }
+
+    /// Distance from `pt` to the fence's edge on the sphere, 0 when the fence covers it.
+    pub fn distance(&self, i: FenceIdx, pt: Point<f64>) -> Meters {
+        if self.covers(i, pt) {
+            return Meters(0.0);
+        }
+        match &self.fences[i.get()].shape {
+            Shape::Circle { center, radius } => Meters((sphere::distance(*center, pt).0 - radius.0).max(0.0)),
+            Shape::Area(mp) => {
+                // Closest boundary point in a local equirectangular frame (lon scaled by
+                // cos(lat)), then its true distance on the sphere.
+                let scale = pt.y().to_radians().cos().max(1e-9);
+                let q = Coord { x: pt.x(), y: pt.y() };
+                let mut best = (f64::INFINITY, q);
+                for line in mp.0.iter().flat_map(|poly| std::iter::once(poly.exterior()).chain(poly.interiors())).flat_map(|r| r.lines()) {
+                    let c = closest_on_segment(q, line.start, line.end, scale);
+                    let d2 = ((c.x - q.x) * scale).powi(2) + (c.y - q.y).powi(2);
+                    if d2 < best.0 {
+                        best = (d2, c);
+                    }
+                }
+                sphere::distance(pt, Point(best.1))
+            }
+        }
+    }
+}
+
+fn closest_on_segment(q: Coord<f64>, a: Coord<f64>, b: Coord<f64>, scale: f64) -> Coord<f64> {
+    let (dx, dy) = ((b.x - a.x) * scale, b.y - a.y);
+    let len2 = dx * dx + dy * dy;
+    if len2 == 0.0 {
+        return a;
+    }
+    let t = ((((q.x - a.x) * scale) * dx + (q.y - a.y) * dy) / len2).clamp(0.0, 1.0);
+    Coord {
+        x: a.x + (b.x - a.x) * t,
+        y: a.y + (b.y - a.y) * t,
+    }
+}
+
+fn prepare(f: &Fence, prepare_above_vertices: usize) -> Exact {
+    match &f.shape {
+        Shape::Circle { center, radius } => Exact::Circle {
+            center: *center,
+            radius: *radius,
+        },
+        Shape::Area(mp) if f.shape.vertex_count() > prepare_above_vertices => {
+            Exact::Prepared(Box::new(MonotonicPolygons::from(mp.clone())))
+        }
+        Shape::Area(_) => Exact::Area,
+    }
+}
+
+fn area_box(shape: &Shape) -> LonLatBox {
+    shape.area_bounds().map_or(
+        LonLatBox {
+            min: [0.0; 2],
+            max: [0.0; 2],
+        },
+        |r| LonLatBox {
+            min: [r.min().x, r.min().y],
+            max: [r.max().x, r.max().y],
+        },
+    )
+}
+
+/// The lon/lat boxes that bound a fence: its bounding box, or a circle's one or two cap boxes.
+pub(super) fn shape_boxes(shape: &Shape) -> ([LonLatBox; 2], usize) {
+    match shape {
+        Shape::Circle { center, radius } => sphere::cap_boxes(*center, *radius),
+        Shape::Area(_) => {
+            let b = area_box(shape);
+            ([b, b], 1)
+        }
+    }
+}
+
+fn envelopes(i: FenceIdx, shape: &Shape) -> impl Iterator<Item = Envelope> {
+    let (boxes, n) = shape_boxes(shape);
+    boxes.into_iter().take(n).map(move |b| GeomWithData::new(Rectangle::from_corners(b.min, b.max), i))
+}

@@ -1,0 +1,168 @@
+//! The `beckon` command line. Errors become `anyhow` reports here and only here.
+
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use beckon::beacon::BeaconRegistry;
+use beckon::fence::{load_fences, CellScheme, FenceIndex, IndexOptions, LoadMode};
+use beckon::generate::{self, GenSpec};
+use beckon::match_cmd;
+
+#[derive(Parser)]
+#[command(name = "beckon", version, about = "Location-triggered proximity marketing engine")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// For each ping of a JSON Lines file, the fences that cover it (CONTRACTS §7).
+    Match {
+        #[command(flatten)]
+        fences: FenceArgs,
+        /// JSON Lines file of pings ("-" for standard input).
+        #[arg(long)]
+        pings: PathBuf,
+    },
+    /// Validate fence and beacon files and summarise them.
+    Check {
+        #[command(flatten)]
+        fences: FenceArgs,
+        /// Beacon registry (JSON array or JSON Lines).
+        #[arg(long)]
+        beacons: Option<PathBuf>,
+    },
+    /// Write deterministic synthetic fences and pings (DIR/fences.geojson, DIR/pings.jsonl).
+    Gen {
+        #[arg(long, default_value_t = 10_000)]
+        fences: usize,
+        #[arg(long, default_value_t = 1_000_000)]
+        pings: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct FenceArgs {
+    /// GeoJSON FeatureCollection of fences (CONTRACTS §2).
+    #[arg(long = "fences")]
+    path: PathBuf,
+    /// Load the valid fences and report the invalid ones, instead of refusing the file.
+    #[arg(long)]
+    lenient: bool,
+    /// Cells of the cache in front of the R-tree: "grid:DEG" (square lon/lat cells of DEG
+    /// degrees), "h3:RES" (H3 cells at resolution RES), or "off" (R-tree alone). See README,
+    /// "Performance", for what each costs.
+    #[arg(long, default_value = "grid:0.008", value_parser = parse_cells)]
+    cells: Cells,
+}
+
+/// `Some(scheme)`, or `None` for "off" (a newtype, as clap reads a bare `Option` as "may be
+/// absent").
+#[derive(Clone, Copy)]
+struct Cells(Option<CellScheme>);
+
+fn parse_cells(s: &str) -> Result<Cells, String> {
+    let bad = || format!("{s:?} is not \"grid:DEG\" (0 < DEG <= 1), \"h3:RES\" (0-15) or \"off\"");
+    match s.split_once(':') {
+        None if s == "off" => Ok(Cells(None)),
+        Some(("grid", deg)) => match deg.parse::<f64>() {
+            Ok(d) if d > 0.0 && d <= 1.0 => Ok(Cells(Some(CellScheme::Grid { deg: d }))),
+            _ => Err(bad()),
+        },
+        Some(("h3", res)) => {
+            let n: u8 = res.parse().map_err(|_| bad())?;
+            let res = h3o::Resolution::try_from(n).map_err(|_| bad())?;
+            Ok(Cells(Some(CellScheme::H3(res))))
+        }
+        _ => Err(bad()),
+    }
+}
+
+impl FenceArgs {
+    fn load(&self) -> Result<FenceIndex> {
+        let mode = if self.lenient { LoadMode::Lenient } else { LoadMode::Strict };
+        let report = load_fences(&self.path, mode).with_context(|| format!("loading fences from {}", self.path.display()))?;
+        for e in &report.rejected {
+            eprintln!("warning: {}: skipped {e}", self.path.display());
+        }
+        let options = IndexOptions {
+            cells: self.cells.0,
+            ..IndexOptions::default()
+        };
+        Ok(FenceIndex::new(report.fences, options))
+    }
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Match { fences, pings } => {
+            let t = Instant::now();
+            let index = fences.load()?;
+            let load = t.elapsed();
+            let stats = if pings == Path::new("-") {
+                match_cmd::run(&index, io::stdin().lock(), io::stdout().lock())
+            } else {
+                let file = File::open(&pings).with_context(|| format!("opening pings {}", pings.display()))?;
+                match_cmd::run(&index, BufReader::with_capacity(1 << 20, file), io::stdout().lock())
+            }
+            .with_context(|| format!("matching {}", pings.display()))?;
+            eprintln!("{}", stats.summary(index.len(), load));
+        }
+        Command::Check { fences, beacons } => {
+            let t = Instant::now();
+            let index = fences.load()?;
+            let mut kinds = std::collections::BTreeMap::<&str, usize>::new();
+            for f in index.fences() {
+                *kinds.entry(f.props.kind.as_deref().unwrap_or("-")).or_default() += 1;
+            }
+            println!(
+                "{}: {} fences ({kinds:?}), indexed in {:.2} s, {} too large for the cell cache",
+                fences.path.display(),
+                index.len(),
+                t.elapsed().as_secs_f64(),
+                index.untiled_fences().unwrap_or(0)
+            );
+            if let Some(path) = beacons {
+                let registry = BeaconRegistry::load(&path).with_context(|| format!("loading beacons from {}", path.display()))?;
+                let stores: std::collections::HashSet<&str> = index.fences().iter().map(|f| f.props.store_id.as_str()).collect();
+                let unknown: Vec<String> = registry.iter().filter(|b| !stores.contains(b.store_id.as_str())).map(|b| format!("{} → {}", b.id, b.store_id)).collect();
+                if !unknown.is_empty() {
+                    bail!("{}: {} beacon(s) name a store with no fence: {}", path.display(), unknown.len(), unknown.join(", "));
+                }
+                println!("{}: {} beacons, every store_id has a fence", path.display(), registry.len());
+            }
+        }
+        Command::Gen { fences, pings, seed, out } => {
+            let spec = GenSpec { fences, pings, seed };
+            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+            let create = |name: &str| -> Result<BufWriter<File>> {
+                let p = out.join(name);
+                Ok(BufWriter::with_capacity(1 << 20, File::create(&p).with_context(|| format!("creating {}", p.display()))?))
+            };
+            let t = Instant::now();
+            generate::write_fences(&spec, create("fences.geojson")?).context("writing fences")?;
+            generate::write_pings(&spec, create("pings.jsonl")?).context("writing pings")?;
+            eprintln!("wrote {fences} fences and {pings} pings (seed {seed}) to {} in {:.1} s", out.display(), t.elapsed().as_secs_f64());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}
