@@ -17,15 +17,29 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 const PINGS: usize = 100_000;
 
 fn index(fences: usize, cells: Option<CellScheme>) -> FenceIndex {
-    let spec = GenSpec { fences, pings: 0, seed: 42 };
+    let spec = GenSpec {
+        fences,
+        pings: 0,
+        seed: 42,
+    };
     let mut bytes = Vec::new();
     write_fences(&spec, &mut bytes).unwrap();
     let fences = parse_fences(&bytes, LoadMode::Strict).unwrap().fences;
-    FenceIndex::new(fences, IndexOptions { cells, ..IndexOptions::default() })
+    FenceIndex::new(
+        fences,
+        IndexOptions {
+            cells,
+            ..IndexOptions::default()
+        },
+    )
 }
 
 fn points(fences: usize) -> Vec<LatLon> {
-    let spec = GenSpec { fences, pings: PINGS, seed: 42 };
+    let spec = GenSpec {
+        fences,
+        pings: PINGS,
+        seed: 42,
+    };
     let mut bytes = Vec::new();
     write_pings(&spec, &mut bytes).unwrap();
     bytes
@@ -55,14 +69,28 @@ fn situations(index: &FenceIndex, pts: &[LatLon]) -> Vec<(&'static str, Vec<LatL
             far.push(p);
         }
     }
-    vec![("mixed", pts.to_vec()), ("inside", inside), ("near-edge", near), ("bbox-outside", bbox), ("far", far)]
+    vec![
+        ("mixed", pts.to_vec()),
+        ("inside", inside),
+        ("near-edge", near),
+        ("bbox-outside", bbox),
+        ("far", far),
+    ]
 }
 
 fn bench_containing(c: &mut Criterion) {
-    let max: usize = std::env::var("BECKON_BENCH_MAX_FENCES").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+    let max: usize = std::env::var("BECKON_BENCH_MAX_FENCES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
     let mut g = c.benchmark_group("containing");
-    g.measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1)).sample_size(20);
-    for fences in [10_000, 100_000, 1_000_000].into_iter().filter(|&n| n <= max) {
+    g.measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1))
+        .sample_size(20);
+    for fences in [10_000, 100_000, 1_000_000]
+        .into_iter()
+        .filter(|&n| n <= max)
+    {
         let pts = points(fences);
         let schemes = [
             ("rtree", None),
@@ -77,15 +105,19 @@ fn bench_containing(c: &mut Criterion) {
                     continue;
                 }
                 g.throughput(Throughput::Elements(set.len() as u64));
-                g.bench_with_input(BenchmarkId::new(format!("{label}/{situation}"), fences), &set, |b, set| {
-                    let mut hits = Hits::new();
-                    b.iter(|| {
-                        for &p in set {
-                            idx.containing(black_box(p), &mut hits);
-                            black_box(&hits);
-                        }
-                    })
-                });
+                g.bench_with_input(
+                    BenchmarkId::new(format!("{label}/{situation}"), fences),
+                    &set,
+                    |b, set| {
+                        let mut hits = Hits::new();
+                        b.iter(|| {
+                            for &p in set {
+                                idx.containing(black_box(p), &mut hits);
+                                black_box(&hits);
+                            }
+                        })
+                    },
+                );
             }
         }
     }
@@ -99,7 +131,11 @@ fn bench_h3_cell(c: &mut Criterion) {
     g.bench_function("latlng_to_cell_r10", |b| {
         b.iter(|| {
             for p in &pts {
-                black_box(h3o::LatLng::new(p.lat(), p.lon()).unwrap().to_cell(h3o::Resolution::Ten));
+                black_box(
+                    h3o::LatLng::new(p.lat(), p.lon())
+                        .unwrap()
+                        .to_cell(h3o::Resolution::Ten),
+                );
             }
         })
     });

@@ -37,18 +37,36 @@ fn live() -> isize {
 }
 
 fn main() {
-    let max: usize = std::env::var("BECKON_BENCH_MAX_FENCES").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+    let max: usize = std::env::var("BECKON_BENCH_MAX_FENCES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
     println!("| fences | kinds | file MB | parse s | build s | heap B/fence (fences + index) | of which index structures |");
     println!("|---:|---|---:|---:|---:|---:|---:|");
-    for n in [10_000, 100_000, 1_000_000].into_iter().filter(|&n| n <= max) {
+    for n in [10_000, 100_000, 1_000_000]
+        .into_iter()
+        .filter(|&n| n <= max)
+    {
         let mut bytes = Vec::new();
-        write_fences(&GenSpec { fences: n, pings: 0, seed: 42 }, &mut bytes).unwrap();
+        write_fences(
+            &GenSpec {
+                fences: n,
+                pings: 0,
+                seed: 42,
+            },
+            &mut bytes,
+        )
+        .unwrap();
         let t = Instant::now();
         let all = parse_fences(&bytes, LoadMode::Strict).unwrap().fences;
         let parse_s = t.elapsed().as_secs_f64();
         let mb = bytes.len() as f64 / 1e6;
         drop(bytes);
-        let stores: Vec<_> = all.iter().filter(|f| f.props.kind.as_deref() == Some("store")).cloned().collect();
+        let stores: Vec<_> = all
+            .iter()
+            .filter(|f| f.props.kind.as_deref() == Some("store"))
+            .cloned()
+            .collect();
         for (kinds, fences) in [("all (mixed)", all), ("stores only", stores)] {
             let count = fences.len();
             let before = live();

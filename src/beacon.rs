@@ -115,7 +115,10 @@ impl BeaconRegistry {
         let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
         let entries: Vec<(String, Value)> = if first == Some(&b'[') {
             let all: Vec<Value> = serde_json::from_slice(bytes)?;
-            all.into_iter().enumerate().map(|(i, v)| (format!("#{i}"), v)).collect()
+            all.into_iter()
+                .enumerate()
+                .map(|(i, v)| (format!("#{i}"), v))
+                .collect()
         } else {
             let mut out = Vec::new();
             for (n, line) in bytes.split(|&b| b == b'\n').enumerate() {
@@ -172,12 +175,17 @@ struct RawBeacon {
 fn entry(v: Value) -> Result<Beacon, String> {
     let raw: RawBeacon = serde_json::from_value(v).map_err(|e| e.to_string())?;
     let uuid = parse_uuid(&raw.uuid).map_err(|e| format!("uuid {:?}: {e}", raw.uuid))?;
-    let id16 = |name: &str, v: i64| u16::try_from(v).map_err(|_| format!("{name} {v} is not in 0..=65535"));
+    let id16 = |name: &str, v: i64| {
+        u16::try_from(v).map_err(|_| format!("{name} {v} is not in 0..=65535"))
+    };
     if raw.store_id.is_empty() {
         return Err("store_id must be a non-empty string".into());
     }
     if !DBM_RANGE.contains(&raw.rssi_min) {
-        return Err(format!("rssi_min {} dBm is outside {DBM_RANGE:?}", raw.rssi_min));
+        return Err(format!(
+            "rssi_min {} dBm is outside {DBM_RANGE:?}",
+            raw.rssi_min
+        ));
     }
     Ok(Beacon {
         id: BeaconId {
@@ -199,9 +207,17 @@ mod tests {
     fn uuids_parse_in_any_case_and_print_canonically() {
         let u = parse_uuid("F7826DA6-4FA2-4E98-8024-BC5B71E0893E").unwrap();
         assert_eq!(Ok(u), parse_uuid("f7826da6-4fa2-4e98-8024-bc5b71e0893e"));
-        let id = BeaconId { uuid: u, major: 100, minor: 7 };
+        let id = BeaconId {
+            uuid: u,
+            major: 100,
+            minor: 7,
+        };
         assert_eq!(id.to_string(), "f7826da6-4fa2-4e98-8024-bc5b71e0893e/100/7");
-        for bad in ["f7826da64fa24e988024bc5b71e0893e", "f7826da6-4fa2-4e98-8024-bc5b71e0893g", ""] {
+        for bad in [
+            "f7826da64fa24e988024bc5b71e0893e",
+            "f7826da6-4fa2-4e98-8024-bc5b71e0893g",
+            "",
+        ] {
             assert_eq!(parse_uuid(bad), Err(UuidError), "{bad}");
         }
     }
@@ -213,7 +229,10 @@ mod tests {
         let lines = BeaconRegistry::parse(format!("\n{e}\n\n").as_bytes()).unwrap();
         assert_eq!(arr.len(), 1);
         let b = lines.iter().next().unwrap();
-        assert_eq!((b.store_id.as_str(), b.zone.as_deref(), b.rssi_min), ("s-1", Some("entrance"), Dbm(-75)));
+        assert_eq!(
+            (b.store_id.as_str(), b.zone.as_deref(), b.rssi_min),
+            ("s-1", Some("entrance"), Dbm(-75))
+        );
     }
 
     #[test]
@@ -231,7 +250,11 @@ mod tests {
         };
         let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
         assert_eq!(text.len(), 5, "{text:#?}");
-        assert!(text[0].starts_with("beacon entry #1: duplicate beacon"), "{}", text[0]);
+        assert!(
+            text[0].starts_with("beacon entry #1: duplicate beacon"),
+            "{}",
+            text[0]
+        );
         assert!(text[1].contains("#2") && text[1].contains("uuid \"nope\""));
         assert!(text[2].contains("major 70000"));
         assert!(text[3].contains("missing field `store_id`"));

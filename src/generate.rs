@@ -54,8 +54,18 @@ const CITIES: [City; 14] = [
 ];
 
 const BRANDS: [&str; 12] = [
-    "chayun-tea", "lumen-fashion", "petal-cosmetics", "harbor-hotels", "clearview-film", "north-coffee",
-    "kite-sports", "oak-books", "mira-eyewear", "sora-bakery", "vela-shoes", "jade-jewelry",
+    "chayun-tea",
+    "lumen-fashion",
+    "petal-cosmetics",
+    "harbor-hotels",
+    "clearview-film",
+    "north-coffee",
+    "kite-sports",
+    "oak-books",
+    "mira-eyewear",
+    "sora-bakery",
+    "vela-shoes",
+    "jade-jewelry",
 ];
 
 /// SplitMix64: tiny, fast, and stable across versions (generated files must not change).
@@ -149,7 +159,13 @@ fn anchors(spec: &GenSpec) -> Vec<Anchor> {
                 lon = lon.clamp(-180.0 + half_deg, 180.0 - half_deg);
                 lat = lat.clamp(-85.0, 85.0);
             }
-            Anchor { lat, lon, radius_m, kind, city }
+            Anchor {
+                lat,
+                lon,
+                radius_m,
+                kind,
+                city,
+            }
         })
         .collect()
 }
@@ -167,7 +183,14 @@ fn round7(x: f64) -> f64 {
 
 /// A closed star-shaped ring (simple by construction: vertices sorted by angle around the
 /// centre, radii in [0.6, 1] of `r`).
-fn star(rng: &mut Rng, lat: f64, lon: f64, r: f64, min_vertices: usize, extra: usize) -> Vec<[f64; 2]> {
+fn star(
+    rng: &mut Rng,
+    lat: f64,
+    lon: f64,
+    r: f64,
+    min_vertices: usize,
+    extra: usize,
+) -> Vec<[f64; 2]> {
     let vertices = min_vertices + rng.below(extra + 1);
     let phase = rng.range(0.0, TAU);
     let mut ring: Vec<[f64; 2]> = (0..vertices)
@@ -204,27 +227,61 @@ fn building(rng: &mut Rng, lat: f64, lon: f64, r: f64) -> Vec<Vec<geojson::Posit
 
 fn geometry(rng: &mut Rng, a: &Anchor) -> (GeometryValue, Option<f64>) {
     match a.kind {
-        Kind::Store => (GeometryValue::new_polygon([star(rng, a.lat, a.lon, a.radius_m, 5, 5)]), None),
-        Kind::Region => (GeometryValue::new_polygon([star(rng, a.lat, a.lon, a.radius_m, 24, 40)]), None),
-        Kind::Circle => (GeometryValue::new_point([round7(a.lon), round7(a.lat)]), Some((a.radius_m * 10.0).round() / 10.0)),
+        Kind::Store => (
+            GeometryValue::new_polygon([star(rng, a.lat, a.lon, a.radius_m, 5, 5)]),
+            None,
+        ),
+        Kind::Region => (
+            GeometryValue::new_polygon([star(rng, a.lat, a.lon, a.radius_m, 24, 40)]),
+            None,
+        ),
+        Kind::Circle => (
+            GeometryValue::new_point([round7(a.lon), round7(a.lat)]),
+            Some((a.radius_m * 10.0).round() / 10.0),
+        ),
         Kind::Mall => {
             if rng.unit() < 0.2 {
                 let (lat2, lon2) = offset(a.lat, a.lon, 0.0, 2.5 * a.radius_m);
                 let first = building(rng, a.lat, a.lon, a.radius_m);
                 let second = building(rng, lat2, lon2, a.radius_m);
-                (GeometryValue::MultiPolygon { coordinates: vec![first, second] }, None)
+                (
+                    GeometryValue::MultiPolygon {
+                        coordinates: vec![first, second],
+                    },
+                    None,
+                )
             } else {
-                (GeometryValue::Polygon { coordinates: building(rng, a.lat, a.lon, a.radius_m) }, None)
+                (
+                    GeometryValue::Polygon {
+                        coordinates: building(rng, a.lat, a.lon, a.radius_m),
+                    },
+                    None,
+                )
             }
         }
         Kind::Split => {
-            let (h, w) = (a.radius_m / 111_195.0, 2.0 * a.radius_m / (111_195.0 * a.lat.to_radians().cos()));
+            let (h, w) = (
+                a.radius_m / 111_195.0,
+                2.0 * a.radius_m / (111_195.0 * a.lat.to_radians().cos()),
+            );
             let (s, n) = (round7(a.lat - h), round7(a.lat + h));
             let west = round7(180.0 - w / 2.0);
             let east = round7(-180.0 + w / 2.0);
             let coordinates = vec![
-                vec![to_positions(vec![[west, s], [180.0, s], [180.0, n], [west, n], [west, s]])],
-                vec![to_positions(vec![[-180.0, s], [east, s], [east, n], [-180.0, n], [-180.0, s]])],
+                vec![to_positions(vec![
+                    [west, s],
+                    [180.0, s],
+                    [180.0, n],
+                    [west, n],
+                    [west, s],
+                ])],
+                vec![to_positions(vec![
+                    [-180.0, s],
+                    [east, s],
+                    [east, n],
+                    [-180.0, n],
+                    [-180.0, s],
+                ])],
             ];
             (GeometryValue::MultiPolygon { coordinates }, None)
         }
@@ -276,7 +333,9 @@ pub fn write_pings(spec: &GenSpec, mut out: impl Write) -> io::Result<()> {
     let anchors = anchors(spec);
     let mut rng = Rng(spec.seed ^ 0x9_1465);
     let devices = (spec.pings / 100).max(1);
-    let start = Timestamp::parse("2026-11-22T00:00:00Z").map_err(io::Error::other)?.0;
+    let start = Timestamp::parse("2026-11-22T00:00:00Z")
+        .map_err(io::Error::other)?
+        .0;
     let step = (86_400_000 / spec.pings.max(1) as i64).max(1);
     let sigma = 5_000.0 * spread(spec.fences);
     for i in 0..spec.pings {
@@ -304,7 +363,10 @@ pub fn write_pings(spec: &GenSpec, mut out: impl Write) -> io::Result<()> {
             offset(c.lat, c.lon, rng.normal() * sigma, rng.normal() * sigma)
         } else {
             // Uniform on the sphere.
-            ((rng.range(-1.0, 1.0)).asin().to_degrees(), rng.range(-180.0, 180.0))
+            (
+                (rng.range(-1.0, 1.0)).asin().to_degrees(),
+                rng.range(-180.0, 180.0),
+            )
         };
         writeln!(
             out,
@@ -324,7 +386,11 @@ mod tests {
 
     #[test]
     fn generated_data_is_deterministic_and_valid() {
-        let spec = GenSpec { fences: 3_000, pings: 2_000, seed: 7 };
+        let spec = GenSpec {
+            fences: 3_000,
+            pings: 2_000,
+            seed: 7,
+        };
         let (mut f1, mut f2, mut p1) = (Vec::new(), Vec::new(), Vec::new());
         write_fences(&spec, &mut f1).unwrap();
         write_fences(&spec, &mut f2).unwrap();
@@ -332,9 +398,23 @@ mod tests {
         assert_eq!(f1, f2, "same seed, same bytes");
         let report = parse_fences(&f1, LoadMode::Strict).unwrap();
         assert_eq!(report.fences.len(), 3_000);
-        let kinds = |k: &str| report.fences.iter().filter(|f| f.props.kind.as_deref() == Some(k)).count();
-        assert!(kinds("store") > 1_000 && kinds("mall") > 100 && kinds("circle") > 700 && kinds("region") >= 1);
-        assert_eq!(p1.split(|&b| b == b'\n').filter(|l| !l.is_empty()).count(), 2_000);
+        let kinds = |k: &str| {
+            report
+                .fences
+                .iter()
+                .filter(|f| f.props.kind.as_deref() == Some(k))
+                .count()
+        };
+        assert!(
+            kinds("store") > 1_000
+                && kinds("mall") > 100
+                && kinds("circle") > 700
+                && kinds("region") >= 1
+        );
+        assert_eq!(
+            p1.split(|&b| b == b'\n').filter(|l| !l.is_empty()).count(),
+            2_000
+        );
         for line in p1.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
             crate::ping::decode(line).unwrap();
         }

@@ -10,10 +10,33 @@
 //! - [`sphere`], [`time`]: the units everything above speaks: positions, metres, event time.
 //! - [`match_cmd`]: the offline `beckon match` command (§7) over the same index.
 //! - [`generate`]: deterministic synthetic fences and pings for benches and peer checks.
+//! - [`demo`]: the built-in fixtures replayed through the core (`beckon demo`).
 //!
 //! The core is synchronous and does no I/O: time is the ping's event time, never the clock.
+//!
+//! # Example
+//! ```
+//! use beckon::fence::{parse_fences, FenceIndex, Hits, IndexOptions, LoadMode};
+//! use beckon::sphere::LatLon;
+//!
+//! let file = br#"{"type":"FeatureCollection","features":[
+//!   {"type":"Feature","id":"f-tea","properties":{"store_id":"s-tea","kind":"store"},
+//!    "geometry":{"type":"Polygon","coordinates":[[[121.4477,31.2255],[121.4480,31.2255],
+//!      [121.4480,31.2258],[121.4477,31.2258],[121.4477,31.2255]]]}},
+//!   {"type":"Feature","id":"f-metro","properties":{"store_id":"s-tea","radius_m":150},
+//!    "geometry":{"type":"Point","coordinates":[121.4479,31.2256]}}]}"#;
+//! let fences = parse_fences(file, LoadMode::Strict)?.fences;
+//! let index = FenceIndex::new(fences, IndexOptions::default());
+//!
+//! let mut hits = Hits::new();
+//! index.containing(LatLon::new(31.2256, 121.4478)?, &mut hits);
+//! let ids: Vec<&str> = hits.iter().map(|&i| index.fence(i).id.as_str()).collect();
+//! assert_eq!(ids, ["f-metro", "f-tea"]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 pub mod beacon;
+pub mod demo;
 pub mod fence;
 pub mod generate;
 pub mod match_cmd;

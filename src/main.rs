@@ -14,7 +14,11 @@ use beckon::generate::{self, GenSpec};
 use beckon::match_cmd;
 
 #[derive(Parser)]
-#[command(name = "beckon", version, about = "Location-triggered proximity marketing engine")]
+#[command(
+    name = "beckon",
+    version,
+    about = "Location-triggered proximity marketing engine"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -38,6 +42,8 @@ enum Command {
         #[arg(long)]
         beacons: Option<PathBuf>,
     },
+    /// Replay the built-in fixtures through the core and show what happens (no setup needed).
+    Demo,
     /// Write deterministic synthetic fences and pings (DIR/fences.geojson, DIR/pings.jsonl).
     Gen {
         #[arg(long, default_value_t = 10_000)]
@@ -90,8 +96,13 @@ fn parse_cells(s: &str) -> Result<Cells, String> {
 
 impl FenceArgs {
     fn load(&self) -> Result<FenceIndex> {
-        let mode = if self.lenient { LoadMode::Lenient } else { LoadMode::Strict };
-        let report = load_fences(&self.path, mode).with_context(|| format!("loading fences from {}", self.path.display()))?;
+        let mode = if self.lenient {
+            LoadMode::Lenient
+        } else {
+            LoadMode::Strict
+        };
+        let report = load_fences(&self.path, mode)
+            .with_context(|| format!("loading fences from {}", self.path.display()))?;
         for e in &report.rejected {
             eprintln!("warning: {}: skipped {e}", self.path.display());
         }
@@ -112,8 +123,13 @@ fn main() -> Result<()> {
             let stats = if pings == Path::new("-") {
                 match_cmd::run(&index, io::stdin().lock(), io::stdout().lock())
             } else {
-                let file = File::open(&pings).with_context(|| format!("opening pings {}", pings.display()))?;
-                match_cmd::run(&index, BufReader::with_capacity(1 << 20, file), io::stdout().lock())
+                let file = File::open(&pings)
+                    .with_context(|| format!("opening pings {}", pings.display()))?;
+                match_cmd::run(
+                    &index,
+                    BufReader::with_capacity(1 << 20, file),
+                    io::stdout().lock(),
+                )
             }
             .with_context(|| format!("matching {}", pings.display()))?;
             eprintln!("{}", stats.summary(index.len(), load));
@@ -123,7 +139,9 @@ fn main() -> Result<()> {
             let index = fences.load()?;
             let mut kinds = std::collections::BTreeMap::<&str, usize>::new();
             for f in index.fences() {
-                *kinds.entry(f.props.kind.as_deref().unwrap_or("-")).or_default() += 1;
+                *kinds
+                    .entry(f.props.kind.as_deref().unwrap_or("-"))
+                    .or_default() += 1;
             }
             println!(
                 "{}: {} fences ({kinds:?}), indexed in {:.2} s, {} too large for the cell cache",
@@ -133,26 +151,61 @@ fn main() -> Result<()> {
                 index.untiled_fences().unwrap_or(0)
             );
             if let Some(path) = beacons {
-                let registry = BeaconRegistry::load(&path).with_context(|| format!("loading beacons from {}", path.display()))?;
-                let stores: std::collections::HashSet<&str> = index.fences().iter().map(|f| f.props.store_id.as_str()).collect();
-                let unknown: Vec<String> = registry.iter().filter(|b| !stores.contains(b.store_id.as_str())).map(|b| format!("{} → {}", b.id, b.store_id)).collect();
+                let registry = BeaconRegistry::load(&path)
+                    .with_context(|| format!("loading beacons from {}", path.display()))?;
+                let stores: std::collections::HashSet<&str> = index
+                    .fences()
+                    .iter()
+                    .map(|f| f.props.store_id.as_str())
+                    .collect();
+                let unknown: Vec<String> = registry
+                    .iter()
+                    .filter(|b| !stores.contains(b.store_id.as_str()))
+                    .map(|b| format!("{} → {}", b.id, b.store_id))
+                    .collect();
                 if !unknown.is_empty() {
-                    bail!("{}: {} beacon(s) name a store with no fence: {}", path.display(), unknown.len(), unknown.join(", "));
+                    bail!(
+                        "{}: {} beacon(s) name a store with no fence: {}",
+                        path.display(),
+                        unknown.len(),
+                        unknown.join(", ")
+                    );
                 }
-                println!("{}: {} beacons, every store_id has a fence", path.display(), registry.len());
+                println!(
+                    "{}: {} beacons, every store_id has a fence",
+                    path.display(),
+                    registry.len()
+                );
             }
         }
-        Command::Gen { fences, pings, seed, out } => {
-            let spec = GenSpec { fences, pings, seed };
+        Command::Demo => beckon::demo::run(io::stdout().lock()).context("running the demo")?,
+        Command::Gen {
+            fences,
+            pings,
+            seed,
+            out,
+        } => {
+            let spec = GenSpec {
+                fences,
+                pings,
+                seed,
+            };
             std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
             let create = |name: &str| -> Result<BufWriter<File>> {
                 let p = out.join(name);
-                Ok(BufWriter::with_capacity(1 << 20, File::create(&p).with_context(|| format!("creating {}", p.display()))?))
+                Ok(BufWriter::with_capacity(
+                    1 << 20,
+                    File::create(&p).with_context(|| format!("creating {}", p.display()))?,
+                ))
             };
             let t = Instant::now();
             generate::write_fences(&spec, create("fences.geojson")?).context("writing fences")?;
             generate::write_pings(&spec, create("pings.jsonl")?).context("writing pings")?;
-            eprintln!("wrote {fences} fences and {pings} pings (seed {seed}) to {} in {:.1} s", out.display(), t.elapsed().as_secs_f64());
+            eprintln!(
+                "wrote {fences} fences and {pings} pings (seed {seed}) to {} in {:.1} s",
+                out.display(),
+                t.elapsed().as_secs_f64()
+            );
         }
     }
     Ok(())

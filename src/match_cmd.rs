@@ -24,7 +24,13 @@ pub struct MatchStats {
 impl MatchStats {
     /// `key=value` pairs, so scripts (benches/peers) can read them.
     pub fn summary(&self, fences: usize, load: Duration) -> String {
-        let per_s = |d: Duration| if d.is_zero() { 0.0 } else { self.pings as f64 / d.as_secs_f64() };
+        let per_s = |d: Duration| {
+            if d.is_zero() {
+                0.0
+            } else {
+                self.pings as f64 / d.as_secs_f64()
+            }
+        };
         format!(
             "beckon match: pings={} invalid={} fences={fences} load_s={:.3} containing_s={:.3} containing_per_s={:.0} end_to_end_per_s={:.0}",
             self.pings,
@@ -98,7 +104,11 @@ pub fn run(index: &FenceIndex, input: impl BufRead, output: impl Write) -> io::R
             out.write_all(b"]")?;
             if let Line::Invalid(reason) = line {
                 stats.invalid += 1;
-                write!(out, ",\"error\":{}", serde_json::Value::String(reason.clone()))?;
+                write!(
+                    out,
+                    ",\"error\":{}",
+                    serde_json::Value::String(reason.clone())
+                )?;
             }
             out.write_all(b"}\n")?;
             stats.pings += 1;
@@ -121,12 +131,18 @@ mod tests {
            "geometry":{"type":"Polygon","coordinates":[[[0,0],[1,0],[1,1],[0,1],[0,0]]]}},
           {"type":"Feature","id":"a-circle","properties":{"store_id":"s2","radius_m":20000},
            "geometry":{"type":"Point","coordinates":[0.5,0.5]}}]}"#;
-        let index = FenceIndex::new(parse_fences(fences, LoadMode::Strict).unwrap().fences, IndexOptions::default());
+        let index = FenceIndex::new(
+            parse_fences(fences, LoadMode::Strict).unwrap().fences,
+            IndexOptions::default(),
+        );
         let pings = concat!(
-            r#"{"type":"location","device_id":"d","ts":"2026-11-22T10:00:00Z","lat":0.5,"lon":0.5}"#, "\n",
-            r#"{"type":"location","device_id":"d","ts":"2026-11-22T10:00:00Z","lat":0.95,"lon":0.95}"#, "\r\n",
+            r#"{"type":"location","device_id":"d","ts":"2026-11-22T10:00:00Z","lat":0.5,"lon":0.5}"#,
+            "\n",
+            r#"{"type":"location","device_id":"d","ts":"2026-11-22T10:00:00Z","lat":0.95,"lon":0.95}"#,
+            "\r\n",
             "not json\n",
-            r#"{"type":"beacon","device_id":"d","ts":"2026-11-22T10:00:00Z","uuid":"f7826da6-4fa2-4e98-8024-bc5b71e0893e","major":1,"minor":2,"rssi":-60}"#, "\n",
+            r#"{"type":"beacon","device_id":"d","ts":"2026-11-22T10:00:00Z","uuid":"f7826da6-4fa2-4e98-8024-bc5b71e0893e","major":1,"minor":2,"rssi":-60}"#,
+            "\n",
             r#"{"type":"location","device_id":"d","ts":"2026-11-22T10:00:00Z","lat":1.0,"lon":0.5}"#,
         );
         let mut out = Vec::new();
@@ -135,7 +151,11 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], r#"{"i":0,"fences":["a-circle","b-square"]}"#);
         assert_eq!(lines[1], r#"{"i":1,"fences":["b-square"]}"#);
-        assert!(lines[2].starts_with(r#"{"i":2,"fences":[],"error":"not a JSON object"#), "{}", lines[2]);
+        assert!(
+            lines[2].starts_with(r#"{"i":2,"fences":[],"error":"not a JSON object"#),
+            "{}",
+            lines[2]
+        );
         assert_eq!(lines[3], r#"{"i":3,"fences":[]}"#);
         // On the square's top edge: covered.
         assert_eq!(lines[4], r#"{"i":4,"fences":["b-square"]}"#);

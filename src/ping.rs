@@ -50,7 +50,10 @@ pub enum PingError {
     #[error("missing field `{0}`")]
     Missing(&'static str),
     #[error("field `{field}` must be {expected}")]
-    WrongType { field: &'static str, expected: &'static str },
+    WrongType {
+        field: &'static str,
+        expected: &'static str,
+    },
     #[error("unknown ping type {0:?} (expected \"location\" or \"beacon\")")]
     UnknownType(String),
     #[error("device_id must be 1..={MAX_DEVICE_ID_CHARS} characters, got {0}")]
@@ -123,10 +126,18 @@ pub fn decode(bytes: &[u8]) -> Result<Ping<'_>, PingError> {
     let ts = Timestamp::parse(&ts_text).map_err(|_| PingError::Timestamp(ts_text.into_owned()))?;
     let kind = match raw.kind.as_ref().map(|t| t.0.as_ref()) {
         Some("location") => {
-            let at = LatLon::new(raw.lat.ok_or(PingError::Missing("lat"))?, raw.lon.ok_or(PingError::Missing("lon"))?)?;
+            let at = LatLon::new(
+                raw.lat.ok_or(PingError::Missing("lat"))?,
+                raw.lon.ok_or(PingError::Missing("lon"))?,
+            )?;
             let accuracy = match raw.accuracy_m {
                 Some(a) if a >= 0.0 && a.is_finite() => Some(Meters(a)),
-                Some(a) => return Err(PingError::OutOfRange { field: "accuracy_m", value: a }),
+                Some(a) => {
+                    return Err(PingError::OutOfRange {
+                        field: "accuracy_m",
+                        value: a,
+                    })
+                }
                 None => None,
             };
             PingKind::Location {
@@ -138,16 +149,23 @@ pub fn decode(bytes: &[u8]) -> Result<Ping<'_>, PingError> {
         }
         Some("beacon") => {
             let uuid_text = raw.uuid.ok_or(PingError::Missing("uuid"))?.0;
-            let uuid = parse_uuid(&uuid_text).map_err(|_| PingError::Uuid(uuid_text.into_owned()))?;
+            let uuid =
+                parse_uuid(&uuid_text).map_err(|_| PingError::Uuid(uuid_text.into_owned()))?;
             let id16 = |field, v: Option<i64>| {
                 let v = v.ok_or(PingError::Missing(field))?;
-                u16::try_from(v).map_err(|_| PingError::OutOfRange { field, value: v as f64 })
+                u16::try_from(v).map_err(|_| PingError::OutOfRange {
+                    field,
+                    value: v as f64,
+                })
             };
             let dbm = |field, v: i64| {
                 if DBM_RANGE.contains(&v) {
                     Ok(Dbm(v as i16))
                 } else {
-                    Err(PingError::OutOfRange { field, value: v as f64 })
+                    Err(PingError::OutOfRange {
+                        field,
+                        value: v as f64,
+                    })
                 }
             };
             PingKind::Beacon {
@@ -163,7 +181,11 @@ pub fn decode(bytes: &[u8]) -> Result<Ping<'_>, PingError> {
         Some(other) => return Err(PingError::UnknownType(other.to_owned())),
         None => return Err(PingError::Missing("type")),
     };
-    Ok(Ping { device_id, ts, kind })
+    Ok(Ping {
+        device_id,
+        ts,
+        kind,
+    })
 }
 
 /// Turns a typed-decoding failure into a reason naming the field, by looking at the message as
@@ -194,14 +216,35 @@ mod tests {
     fn decodes_the_contract_examples() {
         let loc = decode(br#"{"type":"location","device_id":"d-000123","ts":"2026-11-22T10:00:00.123Z","lat":31.2304,"lon":121.4737,"accuracy_m":12.5,"extra":{"ignored":true}}"#).unwrap();
         assert_eq!(loc.device_id, "d-000123");
-        assert!(matches!(loc.device_id, Cow::Borrowed(_)), "device ids are borrowed");
-        assert_eq!(loc.ts, Timestamp::parse("2026-11-22T10:00:00.123Z").unwrap());
-        let PingKind::Location { at, accuracy, .. } = loc.kind else { panic!("{loc:?}") };
-        assert_eq!((at.lat(), at.lon(), accuracy), (31.2304, 121.4737, Some(Meters(12.5))));
+        assert!(
+            matches!(loc.device_id, Cow::Borrowed(_)),
+            "device ids are borrowed"
+        );
+        assert_eq!(
+            loc.ts,
+            Timestamp::parse("2026-11-22T10:00:00.123Z").unwrap()
+        );
+        let PingKind::Location { at, accuracy, .. } = loc.kind else {
+            panic!("{loc:?}")
+        };
+        assert_eq!(
+            (at.lat(), at.lon(), accuracy),
+            (31.2304, 121.4737, Some(Meters(12.5)))
+        );
 
         let b = decode(br#"{"type":"beacon","device_id":"d-000123","ts":"2026-11-22T10:00:01Z","uuid":"f7826da6-4fa2-4e98-8024-bc5b71e0893e","major":100,"minor":7,"rssi":-67}"#).unwrap();
-        let PingKind::Beacon { beacon, rssi, tx_power } = b.kind else { panic!("{b:?}") };
-        assert_eq!((beacon.major, beacon.minor, rssi, tx_power), (100, 7, Dbm(-67), None));
+        let PingKind::Beacon {
+            beacon,
+            rssi,
+            tx_power,
+        } = b.kind
+        else {
+            panic!("{b:?}")
+        };
+        assert_eq!(
+            (beacon.major, beacon.minor, rssi, tx_power),
+            (100, 7, Dbm(-67), None)
+        );
     }
 
     #[test]
@@ -222,11 +265,23 @@ mod tests {
             (br#"{"type":"location","device_id":"d","ts":"2026-11-22T10:00:00Z","lat":1e999,"lon":2}"#, "not a JSON object"),
         ];
         for (input, reason) in cases {
-            let err = decode(input).expect_err(&String::from_utf8_lossy(input)).to_string();
-            assert!(err.contains(reason), "{} gave {err:?}, expected {reason:?}", String::from_utf8_lossy(input));
+            let err = decode(input)
+                .expect_err(&String::from_utf8_lossy(input))
+                .to_string();
+            assert!(
+                err.contains(reason),
+                "{} gave {err:?}, expected {reason:?}",
+                String::from_utf8_lossy(input)
+            );
         }
-        let long = format!(r#"{{"type":"location","device_id":"{}","ts":"2026-11-22T10:00:00Z","lat":1,"lon":2}}"#, "x".repeat(129));
+        let long = format!(
+            r#"{{"type":"location","device_id":"{}","ts":"2026-11-22T10:00:00Z","lat":1,"lon":2}}"#,
+            "x".repeat(129)
+        );
         assert_eq!(decode(long.as_bytes()), Err(PingError::DeviceId(129)));
-        assert_eq!(decode(&vec![b' '; MAX_PING_BYTES + 1]), Err(PingError::Oversize(MAX_PING_BYTES + 1)));
+        assert_eq!(
+            decode(&vec![b' '; MAX_PING_BYTES + 1]),
+            Err(PingError::Oversize(MAX_PING_BYTES + 1))
+        );
     }
 }

@@ -85,8 +85,9 @@ impl LonLatBox {
 pub fn cap_boxes(c: Point<f64>, r: Meters) -> ([LonLatBox; 2], usize) {
     let delta = r.0 / EARTH_RADIUS_M; // angular radius, radians
     let lat = c.y().to_radians();
-    let lat_min = (lat - delta).to_degrees().max(-90.0);
-    let lat_max = (lat + delta).to_degrees().min(90.0);
+    // Pads of 1e-9° (0.1 mm) keep rim points whose haversine distance rounds to ≤ r inside.
+    let lat_min = ((lat - delta).to_degrees() - 1e-9).max(-90.0);
+    let lat_max = ((lat + delta).to_degrees() + 1e-9).min(90.0);
     let full = LonLatBox {
         min: [-180.0, lat_min],
         max: [180.0, lat_max],
@@ -97,7 +98,7 @@ pub fn cap_boxes(c: Point<f64>, r: Meters) -> ([LonLatBox; 2], usize) {
     }
     // Widest longitude extent of a cap (it is reached north of the centre's parallel, not on it).
     // A relative pad covers the rounding of sin/asin so the box never cuts the cap.
-    let dlon = (delta.sin() / lat.cos()).asin().to_degrees() * (1.0 + 1e-9) + 1e-12;
+    let dlon = (delta.sin() / lat.cos()).asin().to_degrees() * (1.0 + 1e-9) + 1e-9;
     let (w, e) = (c.x() - dlon, c.x() + dlon);
     let boxed = |a: f64, b: f64| LonLatBox {
         min: [a, lat_min],
@@ -136,13 +137,20 @@ mod tests {
     #[test]
     fn cap_box_contains_every_point_of_the_cap() {
         // Walk the cap's rim: every rim point must fall in one of the boxes.
-        for &(lon, lat, r) in &[(121.47, 31.23, 500.0), (0.0, 70.0, 50_000.0), (-179.9, -60.0, 20_000.0)] {
+        for &(lon, lat, r) in &[
+            (121.47, 31.23, 500.0),
+            (0.0, 70.0, 50_000.0),
+            (-179.9, -60.0, 20_000.0),
+        ] {
             let c = Point::new(lon, lat);
             let (boxes, n) = cap_boxes(c, Meters(r));
             for k in 0..3600 {
                 let bearing = (k as f64 / 10.0).to_radians();
                 let p = destination(c, bearing, r * (1.0 - 1e-12));
-                assert!(boxes[..n].iter().any(|b| b.contains(p)), "{p:?} outside {boxes:?}");
+                assert!(
+                    boxes[..n].iter().any(|b| b.contains(p)),
+                    "{p:?} outside {boxes:?}"
+                );
             }
         }
     }
@@ -150,7 +158,8 @@ mod tests {
     fn destination(c: Point<f64>, bearing: f64, d: f64) -> Point<f64> {
         let (lat1, lon1, ad) = (c.y().to_radians(), c.x().to_radians(), d / EARTH_RADIUS_M);
         let lat2 = (lat1.sin() * ad.cos() + lat1.cos() * ad.sin() * bearing.cos()).asin();
-        let lon2 = lon1 + (bearing.sin() * ad.sin() * lat1.cos()).atan2(ad.cos() - lat1.sin() * lat2.sin());
+        let lon2 = lon1
+            + (bearing.sin() * ad.sin() * lat1.cos()).atan2(ad.cos() - lat1.sin() * lat2.sin());
         let lon = (lon2.to_degrees() + 540.0) % 360.0 - 180.0;
         Point::new(lon, lat2.to_degrees())
     }

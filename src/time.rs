@@ -19,14 +19,30 @@ impl Timestamp {
     /// as RFC 3339 allows.
     pub fn parse(s: &str) -> Result<Self, TimestampError> {
         let b = s.as_bytes();
-        if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' || b[16] != b':' {
+        if b.len() < 20
+            || b[4] != b'-'
+            || b[7] != b'-'
+            || !matches!(b[10], b'T' | b't' | b' ')
+            || b[13] != b':'
+            || b[16] != b':'
+        {
             return Err(TimestampError);
         }
         let year = digits(&b[0..4])?;
         let month = digits(&b[5..7])?;
         let day = digits(&b[8..10])?;
-        let (hour, minute, second) = (digits(&b[11..13])?, digits(&b[14..16])?, digits(&b[17..19])?);
-        if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) || hour > 23 || minute > 59 || second > 60 {
+        let (hour, minute, second) = (
+            digits(&b[11..13])?,
+            digits(&b[14..16])?,
+            digits(&b[17..19])?,
+        );
+        if !(1..=12).contains(&month)
+            || day < 1
+            || day > days_in_month(year, month)
+            || hour > 23
+            || minute > 59
+            || second > 60
+        {
             return Err(TimestampError);
         }
         let mut i = 19;
@@ -79,17 +95,30 @@ impl fmt::Display for Timestamp {
         let (days, ms) = (self.0.div_euclid(86_400_000), self.0.rem_euclid(86_400_000));
         let (y, m, d) = civil_from_days(days);
         let s = ms / 1000;
-        write!(f, "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z", s / 3600, s / 60 % 60, s % 60, ms % 1000)
+        write!(
+            f,
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+            s / 3600,
+            s / 60 % 60,
+            s % 60,
+            ms % 1000
+        )
     }
 }
 
 fn digits(b: &[u8]) -> Result<u32, TimestampError> {
-    b.iter().try_fold(0u32, |acc, &c| if c.is_ascii_digit() { Ok(acc * 10 + u32::from(c - b'0')) } else { Err(TimestampError) })
+    b.iter().try_fold(0u32, |acc, &c| {
+        if c.is_ascii_digit() {
+            Ok(acc * 10 + u32::from(c - b'0'))
+        } else {
+            Err(TimestampError)
+        }
+    })
 }
 
 fn days_in_month(y: u32, m: u32) -> u32 {
     match m {
-        2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
+        2 if (y.is_multiple_of(4) && !y.is_multiple_of(100)) || y.is_multiple_of(400) => 29,
         2 => 28,
         4 | 6 | 9 | 11 => 30,
         _ => 31,
@@ -130,12 +159,24 @@ mod tests {
         assert_eq!(t.to_string(), "2026-11-22T10:00:00.123Z");
         assert_eq!(Timestamp::parse("2026-11-22T18:00:00.123456+08:00"), Ok(t));
         assert_eq!(Timestamp::parse("1970-01-01T00:00:00Z"), Ok(Timestamp(0)));
-        assert_eq!(Timestamp::parse("1969-12-31T23:59:59.5Z"), Ok(Timestamp(-500)));
+        assert_eq!(
+            Timestamp::parse("1969-12-31T23:59:59.5Z"),
+            Ok(Timestamp(-500))
+        );
     }
 
     #[test]
     fn rejects_what_is_not_rfc_3339() {
-        for bad in ["", "2026-11-22", "2026-11-22T10:00:00", "2026-02-30T10:00:00Z", "2026-11-22T24:00:00Z", "2026-11-22T10:00:00.Z", "2026-11-22T10:00:00+0800", "２０２６-11-22T10:00:00Z"] {
+        for bad in [
+            "",
+            "2026-11-22",
+            "2026-11-22T10:00:00",
+            "2026-02-30T10:00:00Z",
+            "2026-11-22T24:00:00Z",
+            "2026-11-22T10:00:00.Z",
+            "2026-11-22T10:00:00+0800",
+            "２０２６-11-22T10:00:00Z",
+        ] {
             assert_eq!(Timestamp::parse(bad), Err(TimestampError), "{bad}");
         }
     }

@@ -77,7 +77,11 @@ impl Member {
     fn new(fence: FenceIdx, shape: &Shape) -> Self {
         let (boxes, n) = shape_boxes(shape);
         // Two boxes (a circle across the antimeridian) merge into every longitude.
-        let (min_lon, max_lon) = if n == 2 { (-180.0, 180.0) } else { (boxes[0].min[0], boxes[0].max[0]) };
+        let (min_lon, max_lon) = if n == 2 {
+            (-180.0, 180.0)
+        } else {
+            (boxes[0].min[0], boxes[0].max[0])
+        };
         let b = &boxes[0];
         Self {
             fence,
@@ -88,7 +92,10 @@ impl Member {
     /// Whether `p` may be in the fence (never false when it is).
     pub fn may_cover(&self, p: LatLon) -> bool {
         let (x, y) = (p.lon(), p.lat());
-        f64::from(self.bbox[0]) <= x && x <= f64::from(self.bbox[2]) && f64::from(self.bbox[1]) <= y && y <= f64::from(self.bbox[3])
+        f64::from(self.bbox[0]) <= x
+            && x <= f64::from(self.bbox[2])
+            && f64::from(self.bbox[1]) <= y
+            && y <= f64::from(self.bbox[3])
     }
 }
 
@@ -155,11 +162,19 @@ fn grid_slot(x: u32, y: u32) -> Slot {
 }
 
 fn grid_xy(deg: f64, lon: f64, lat: f64) -> (u32, u32) {
-    (((lon + 180.0) / deg).floor() as u32, ((lat + 90.0) / deg).floor() as u32)
+    (
+        ((lon + 180.0) / deg).floor() as u32,
+        ((lat + 90.0) / deg).floor() as u32,
+    )
 }
 
 impl CellCache {
-    pub fn build(scheme: CellScheme, max_cells: usize, fences: &[Fence], envelopes: &[Envelope]) -> Self {
+    pub fn build(
+        scheme: CellScheme,
+        max_cells: usize,
+        fences: &[Fence],
+        envelopes: &[Envelope],
+    ) -> Self {
         let mut pairs: Vec<(Slot, Cover, FenceIdx)> = Vec::with_capacity(fences.len() * 4);
         let mut untiled = vec![false; fences.len()];
         let mut tiler = Tiler::new(scheme, max_cells);
@@ -172,7 +187,11 @@ impl CellCache {
         }
         pairs.sort_unstable();
         let per_tile = scheme.cells_per_tile();
-        let empty = Span { start: 0, full: 0, len: 0 };
+        let empty = Span {
+            start: 0,
+            full: 0,
+            len: 0,
+        };
         let (mut tiles, mut spans) = (FxHashMap::default(), Vec::new());
         let mut members = Vec::with_capacity(pairs.len());
         for run in pairs.chunk_by(|a, b| a.0 == b.0) {
@@ -186,10 +205,19 @@ impl CellCache {
                 full: run.iter().filter(|p| p.1 == Cover::Full).count() as u32,
                 len: run.len() as u32,
             };
-            members.extend(run.iter().map(|p| Member::new(p.2, &fences[p.2.get()].shape)));
+            members.extend(
+                run.iter()
+                    .map(|p| Member::new(p.2, &fences[p.2.get()].shape)),
+            );
         }
         let untiled_count = untiled.iter().filter(|&&u| u).count();
-        let untiled = RTree::bulk_load(envelopes.iter().filter(|e| untiled[e.data.get()]).copied().collect());
+        let untiled = RTree::bulk_load(
+            envelopes
+                .iter()
+                .filter(|e| untiled[e.data.get()])
+                .copied()
+                .collect(),
+        );
         Self {
             scheme,
             tiles,
@@ -260,8 +288,14 @@ impl Tiler {
                     for y in y0..=y1 {
                         for x in x0..=x1 {
                             let cell = LonLatBox {
-                                min: [x as f64 * deg - 180.0 - GRID_PAD, y as f64 * deg - 90.0 - GRID_PAD],
-                                max: [(x + 1) as f64 * deg - 180.0 + GRID_PAD, (y + 1) as f64 * deg - 90.0 + GRID_PAD],
+                                min: [
+                                    x as f64 * deg - 180.0 - GRID_PAD,
+                                    y as f64 * deg - 90.0 - GRID_PAD,
+                                ],
+                                max: [
+                                    (x + 1) as f64 * deg - 180.0 + GRID_PAD,
+                                    (y + 1) as f64 * deg - 90.0 + GRID_PAD,
+                                ],
                             };
                             if let Some(cover) = classify(shape, Some(cell)) {
                                 self.out.push((grid_slot(x, y), cover));
@@ -283,9 +317,16 @@ impl Tiler {
         let step_lat = SAMPLE_SPACING * edge_m / METERS_PER_DEG_LAT;
         for b in boxes {
             // Longitude steps shrink in metres toward the equator: size them where they are widest.
-            let nearest_equator = if b.min[1] <= 0.0 && b.max[1] >= 0.0 { 0.0 } else { b.min[1].abs().min(b.max[1].abs()) };
+            let nearest_equator = if b.min[1] <= 0.0 && b.max[1] >= 0.0 {
+                0.0
+            } else {
+                b.min[1].abs().min(b.max[1].abs())
+            };
             let cos = nearest_equator.to_radians().cos();
-            let (w_m, h_m) = ((b.max[0] - b.min[0]) * METERS_PER_DEG_LAT * cos, (b.max[1] - b.min[1]) * METERS_PER_DEG_LAT);
+            let (w_m, h_m) = (
+                (b.max[0] - b.min[0]) * METERS_PER_DEG_LAT * cos,
+                (b.max[1] - b.min[1]) * METERS_PER_DEG_LAT,
+            );
             if (w_m + 2.0 * edge_m) * (h_m + 2.0 * edge_m) / cell_m2 > self.max_cells as f64 {
                 return None;
             }
@@ -340,11 +381,10 @@ fn classify(shape: &Shape, cell: Option<LonLatBox>) -> Option<Cover> {
     };
     match shape {
         Shape::Area(mp) => {
-            let edges = mp
-                .0
-                .iter()
-                .flat_map(|p| std::iter::once(p.exterior()).chain(p.interiors()))
-                .flat_map(|r| r.lines());
+            let edges =
+                mp.0.iter()
+                    .flat_map(|p| std::iter::once(p.exterior()).chain(p.interiors()))
+                    .flat_map(|r| r.lines());
             for l in edges {
                 if segment_meets_box(l.start, l.end, &b) {
                     return Some(Cover::Partial);
@@ -359,12 +399,22 @@ fn classify(shape: &Shape, cell: Option<LonLatBox>) -> Option<Cover> {
         }
         Shape::Circle { center, radius } => {
             // On the sphere a small box's farthest point from any centre is one of its corners.
-            let corners = [[b.min[0], b.min[1]], [b.min[0], b.max[1]], [b.max[0], b.min[1]], [b.max[0], b.max[1]]];
-            if corners.iter().all(|c| sphere::distance(*center, Point::new(c[0], c[1])).0 <= radius.0 - CIRCLE_SLACK.0) {
+            let corners = [
+                [b.min[0], b.min[1]],
+                [b.min[0], b.max[1]],
+                [b.max[0], b.min[1]],
+                [b.max[0], b.max[1]],
+            ];
+            if corners.iter().all(|c| {
+                sphere::distance(*center, Point::new(c[0], c[1])).0 <= radius.0 - CIRCLE_SLACK.0
+            }) {
                 return Some(Cover::Full);
             }
             let (caps, n) = sphere::cap_boxes(*center, *radius);
-            caps[..n].iter().any(|c| c.intersects(&b)).then_some(Cover::Partial)
+            caps[..n]
+                .iter()
+                .any(|c| c.intersects(&b))
+                .then_some(Cover::Partial)
         }
     }
 }

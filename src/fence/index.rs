@@ -55,7 +55,10 @@ enum Exact {
     Area,
     /// The same test on a monotone subdivision, for polygons with many vertices.
     Prepared(Box<MonotonicPolygons<f64>>),
-    Circle { center: Point<f64>, radius: Meters },
+    Circle {
+        center: Point<f64>,
+        radius: Meters,
+    },
 }
 
 /// All fences of a data set, ready for point queries.
@@ -70,15 +73,18 @@ impl FenceIndex {
     /// Builds the index. Fence ids must be unique (the loader guarantees it).
     pub fn new(mut fences: Vec<Fence>, options: IndexOptions) -> Self {
         fences.sort_unstable_by(|a, b| a.id.cmp(&b.id));
-        let exact = fences.iter().map(|f| prepare(f, options.prepare_above_vertices)).collect();
+        let exact = fences
+            .iter()
+            .map(|f| prepare(f, options.prepare_above_vertices))
+            .collect();
         let envelopes: Vec<Envelope> = fences
             .iter()
             .enumerate()
             .flat_map(|(i, f)| envelopes(FenceIdx(i as u32), &f.shape))
             .collect();
-        let cells = options
-            .cells
-            .map(|scheme| CellCache::build(scheme, options.max_cells_per_fence, &fences, &envelopes));
+        let cells = options.cells.map(|scheme| {
+            CellCache::build(scheme, options.max_cells_per_fence, &fences, &envelopes)
+        });
         Self {
             fences,
             exact,
@@ -116,7 +122,12 @@ impl FenceIndex {
             Some(cells) => {
                 let (full, partial) = cells.lookup(p);
                 out.extend(full.iter().map(|m| m.fence));
-                out.extend(partial.iter().filter(|m| m.may_cover(p) && self.covers(m.fence, pt)).map(|m| m.fence));
+                out.extend(
+                    partial
+                        .iter()
+                        .filter(|m| m.may_cover(p) && self.covers(m.fence, pt))
+                        .map(|m| m.fence),
+                );
                 if cells.untiled_tree().size() > 0 {
                     self.tree_containing(cells.untiled_tree(), pt, out);
                 }
@@ -147,7 +158,9 @@ impl FenceIndex {
     /// The exact test of CONTRACTS §1 for one fence (callers reject by bounding box first).
     fn covers(&self, i: FenceIdx, pt: Point<f64>) -> bool {
         match &self.exact[i.get()] {
-            Exact::Area => matches!(&self.fences[i.get()].shape, Shape::Area(mp) if mp.intersects(&pt.0)),
+            Exact::Area => {
+                matches!(&self.fences[i.get()].shape, Shape::Area(mp) if mp.intersects(&pt.0))
+            }
             Exact::Prepared(mono) => mono.intersects(&pt.0),
             Exact::Circle { center, radius } => sphere::distance(*center, pt) <= *radius,
         }
@@ -164,12 +177,20 @@ impl FenceIndex {
             let _ = self.tree.locate_in_envelope_intersecting_int(&env, |e| {
                 let distance = self.distance(e.data, pt);
                 if distance <= radius {
-                    out.push(Nearby { fence: e.data, distance });
+                    out.push(Nearby {
+                        fence: e.data,
+                        distance,
+                    });
                 }
                 ControlFlow::<()>::Continue(())
             });
         }
-        out.sort_unstable_by(|a, b| a.distance.0.total_cmp(&b.distance.0).then(a.fence.cmp(&b.fence)));
+        out.sort_unstable_by(|a, b| {
+            a.distance
+                .0
+                .total_cmp(&b.distance.0)
+                .then(a.fence.cmp(&b.fence))
+        });
         out.dedup_by_key(|n| n.fence);
         out.truncate(limit);
     }
@@ -180,21 +201,38 @@ impl FenceIndex {
             return Meters(0.0);
         }
         match &self.fences[i.get()].shape {
-            Shape::Circle { center, radius } => Meters((sphere::distance(*center, pt).0 - radius.0).max(0.0)),
+            Shape::Circle { center, radius } => {
+                Meters((sphere::distance(*center, pt).0 - radius.0).max(0.0))
+            }
             Shape::Area(mp) => {
                 // Closest boundary point in a local equirectangular frame (lon scaled by
                 // cos(lat)), then its true distance on the sphere.
                 let scale = pt.y().to_radians().cos().max(1e-9);
-                let q = Coord { x: pt.x(), y: pt.y() };
+                // Polygons never cross the antimeridian (the loader refuses that), but a point
+                // can sit across it from one: measure in the polygon's copy of longitudes.
+                let near =
+                    mp.0.first()
+                        .and_then(|p| p.exterior().0.first())
+                        .map_or(pt.x(), |c| c.x);
+                let x = match pt.x() - near {
+                    d if d > 180.0 => pt.x() - 360.0,
+                    d if d < -180.0 => pt.x() + 360.0,
+                    _ => pt.x(),
+                };
+                let q = Coord { x, y: pt.y() };
                 let mut best = (f64::INFINITY, q);
-                for line in mp.0.iter().flat_map(|poly| std::iter::once(poly.exterior()).chain(poly.interiors())).flat_map(|r| r.lines()) {
+                for line in
+                    mp.0.iter()
+                        .flat_map(|poly| std::iter::once(poly.exterior()).chain(poly.interiors()))
+                        .flat_map(|r| r.lines())
+                {
                     let c = closest_on_segment(q, line.start, line.end, scale);
                     let d2 = ((c.x - q.x) * scale).powi(2) + (c.y - q.y).powi(2);
                     if d2 < best.0 {
                         best = (d2, c);
                     }
                 }
-                sphere::distance(pt, Point(best.1))
+                sphere::distance(Point(q), Point(best.1))
             }
         }
     }
@@ -252,5 +290,8 @@ pub(super) fn shape_boxes(shape: &Shape) -> ([LonLatBox; 2], usize) {
 
 fn envelopes(i: FenceIdx, shape: &Shape) -> impl Iterator<Item = Envelope> {
     let (boxes, n) = shape_boxes(shape);
-    boxes.into_iter().take(n).map(move |b| GeomWithData::new(Rectangle::from_corners(b.min, b.max), i))
+    boxes
+        .into_iter()
+        .take(n)
+        .map(move |b| GeomWithData::new(Rectangle::from_corners(b.min, b.max), i))
 }

@@ -140,7 +140,9 @@ impl Collector {
             None | Some(Value::Null) => (None, Some(Rejection::MissingId)),
             Some(other) => (None, Some(Rejection::IdNotString(other.to_string()))),
         };
-        let feature = id.as_ref().map_or_else(|| "<no id>".to_owned(), |s| format!("{s:?}"));
+        let feature = id
+            .as_ref()
+            .map_or_else(|| "<no id>".to_owned(), |s| format!("{s:?}"));
         let reject = |reason| FenceError {
             feature: feature.clone(),
             index,
@@ -149,7 +151,9 @@ impl Collector {
         let result = match (id_problem, id) {
             (Some(problem), _) => Err(problem),
             (None, None) => Err(Rejection::MissingId),
-            (None, Some(id)) => self.unique(&id, index).and_then(|()| build(id, raw.kind, raw.geometry, raw.properties)),
+            (None, Some(id)) => self
+                .unique(&id, index)
+                .and_then(|()| build(id, raw.kind, raw.geometry, raw.properties)),
         };
         match result {
             Ok(fence) => self.report.fences.push(fence),
@@ -194,15 +198,25 @@ fn build(
         Some(Value::Object(g)) => g,
         _ => return Err(Rejection::MissingGeometry),
     };
-    let coords = geometry.get("coordinates").ok_or(Rejection::Malformed("missing `coordinates`"))?;
+    let coords = geometry
+        .get("coordinates")
+        .ok_or(Rejection::Malformed("missing `coordinates`"))?;
     let shape = match geometry.get("type").and_then(Value::as_str) {
         Some("Polygon") => Shape::Area(MultiPolygon(vec![polygon(coords, 0)?])),
         Some("MultiPolygon") => {
-            let polys = coords.as_array().ok_or(Rejection::Malformed("MultiPolygon coordinates must be an array of polygons"))?;
+            let polys = coords.as_array().ok_or(Rejection::Malformed(
+                "MultiPolygon coordinates must be an array of polygons",
+            ))?;
             if polys.is_empty() {
                 return Err(Rejection::Malformed("MultiPolygon has no polygons"));
             }
-            Shape::Area(MultiPolygon(polys.iter().enumerate().map(|(k, p)| polygon(p, k)).collect::<Result<_, _>>()?))
+            Shape::Area(MultiPolygon(
+                polys
+                    .iter()
+                    .enumerate()
+                    .map(|(k, p)| polygon(p, k))
+                    .collect::<Result<_, _>>()?,
+            ))
         }
         Some("Point") => {
             let center = position(coords)?;
@@ -244,7 +258,13 @@ fn fence_props(mut m: Map<String, Value>) -> Result<FenceProps, Rejection> {
         Ok(_) => return Err(Rejection::MissingStoreId),
         Err(e) => return Err(e),
     };
-    let (brand, region, kind, name, timezone) = (text("brand")?, text("region")?, text("kind")?, text("name")?, text("timezone")?);
+    let (brand, region, kind, name, timezone) = (
+        text("brand")?,
+        text("region")?,
+        text("kind")?,
+        text("name")?,
+        text("timezone")?,
+    );
     let hours = match m.remove("hours") {
         None | Some(Value::Null) => None,
         Some(h @ Value::Object(_)) => Some(h),
@@ -263,27 +283,45 @@ fn fence_props(mut m: Map<String, Value>) -> Result<FenceProps, Rejection> {
 }
 
 fn polygon(v: &Value, index: usize) -> Result<Polygon<f64>, Rejection> {
-    let rings = v.as_array().ok_or(Rejection::Malformed("a polygon must be an array of rings"))?;
+    let rings = v
+        .as_array()
+        .ok_or(Rejection::Malformed("a polygon must be an array of rings"))?;
     let mut rings = rings.iter().enumerate().map(|(r, ring_v)| {
-        let positions = ring_v.as_array().ok_or(Rejection::Malformed("a ring must be an array of positions"))?;
-        let coords = positions.iter().map(position).collect::<Result<Vec<_>, _>>()?;
+        let positions = ring_v
+            .as_array()
+            .ok_or(Rejection::Malformed("a ring must be an array of positions"))?;
+        let coords = positions
+            .iter()
+            .map(position)
+            .collect::<Result<Vec<_>, _>>()?;
         ring::validate(coords).map_err(|error| Rejection::Ring {
             polygon: index,
             ring: r,
             error,
         })
     });
-    let exterior = rings.next().ok_or(Rejection::Malformed("a polygon needs an exterior ring"))??;
+    let exterior = rings
+        .next()
+        .ok_or(Rejection::Malformed("a polygon needs an exterior ring"))??;
     Ok(Polygon::new(exterior, rings.collect::<Result<_, _>>()?))
 }
 
 fn position(v: &Value) -> Result<Coord<f64>, Rejection> {
-    let p = v.as_array().ok_or(Rejection::Malformed("a position must be an array [lon, lat]"))?;
-    let (Some(lon), Some(lat)) = (p.first().and_then(Value::as_f64), p.get(1).and_then(Value::as_f64)) else {
-        return Err(Rejection::Malformed("a position must start with two numbers [lon, lat]"));
+    let p = v.as_array().ok_or(Rejection::Malformed(
+        "a position must be an array [lon, lat]",
+    ))?;
+    let (Some(lon), Some(lat)) = (
+        p.first().and_then(Value::as_f64),
+        p.get(1).and_then(Value::as_f64),
+    ) else {
+        return Err(Rejection::Malformed(
+            "a position must start with two numbers [lon, lat]",
+        ));
     };
     if p.len() > 3 {
-        return Err(Rejection::Malformed("a position has at most 3 numbers [lon, lat, alt]"));
+        return Err(Rejection::Malformed(
+            "a position has at most 3 numbers [lon, lat, alt]",
+        ));
     }
     let ll = LatLon::new(lat, lon).map_err(Rejection::Coordinate)?;
     Ok(Coord {
@@ -313,7 +351,9 @@ impl<'de> Visitor<'de> for CollectionSeed<'_> {
                 "type" => {
                     let t: String = map.next_value()?;
                     if t != "FeatureCollection" {
-                        return Err(de::Error::custom(format!("top-level `type` is {t:?}, expected \"FeatureCollection\"")));
+                        return Err(de::Error::custom(format!(
+                            "top-level `type` is {t:?}, expected \"FeatureCollection\""
+                        )));
                     }
                 }
                 "features" => {

@@ -46,7 +46,9 @@ impl Shape {
             Shape::Area(mp) => mp
                 .0
                 .iter()
-                .map(|p| p.exterior().0.len() + p.interiors().iter().map(|r| r.0.len()).sum::<usize>())
+                .map(|p| {
+                    p.exterior().0.len() + p.interiors().iter().map(|r| r.0.len()).sum::<usize>()
+                })
                 .sum(),
             Shape::Circle { .. } => 1,
         }

@@ -11,7 +11,9 @@ use rstar::RTree;
 pub enum RingError {
     #[error("ring is not closed (first position {first:?} != last {last:?})")]
     NotClosed { first: [f64; 2], last: [f64; 2] },
-    #[error("ring has {0} distinct positions; a closed ring needs at least 4 positions (3 distinct)")]
+    #[error(
+        "ring has {0} distinct positions; a closed ring needs at least 4 positions (3 distinct)"
+    )]
     TooFewPositions(usize),
     #[error("edge from {from:?} to {to:?} spans more than 180° of longitude: split the polygon at the antimeridian (RFC 7946 §3.1.9)")]
     CrossesAntimeridian { from: [f64; 2], to: [f64; 2] },
@@ -72,13 +74,18 @@ fn self_intersection(ring: &LineString<f64>) -> Option<Coord<f64>> {
         edges
             .iter()
             .enumerate()
-            .map(|(i, l)| GeomWithData::new(Rectangle::from_corners(l.start.into(), l.end.into()), i))
+            .map(|(i, l)| {
+                GeomWithData::new(Rectangle::from_corners(l.start.into(), l.end.into()), i)
+            })
             .collect(),
     );
     for (i, l) in edges.iter().enumerate() {
         let envelope = rstar::AABB::from_corners([l.start.x, l.start.y], [l.end.x, l.end.y]);
         let hit = tree.locate_in_envelope_intersecting_int(&envelope, |other| match other.data {
-            j if j > i => edge_conflict(&edges, i, j).map_or(std::ops::ControlFlow::Continue(()), std::ops::ControlFlow::Break),
+            j if j > i => edge_conflict(&edges, i, j).map_or(
+                std::ops::ControlFlow::Continue(()),
+                std::ops::ControlFlow::Break,
+            ),
             _ => std::ops::ControlFlow::Continue(()),
         });
         if let std::ops::ControlFlow::Break(at) = hit {
@@ -137,7 +144,13 @@ mod tests {
             Err(RingError::SelfIntersection { .. })
         ));
         assert!(matches!(
-            validate(ring(&[(179., 0.), (-179., 0.), (-179., 1.), (179., 1.), (179., 0.)])),
+            validate(ring(&[
+                (179., 0.),
+                (-179., 0.),
+                (-179., 1.),
+                (179., 1.),
+                (179., 0.)
+            ])),
             Err(RingError::CrossesAntimeridian { .. })
         ));
     }
@@ -150,12 +163,18 @@ mod tests {
             .map(|k| {
                 let a = k as f64 / n as f64 * std::f64::consts::TAU;
                 let r = if k % 2 == 0 { 1.0 } else { 0.6 };
-                Coord { x: r * a.cos(), y: r * a.sin() }
+                Coord {
+                    x: r * a.cos(),
+                    y: r * a.sin(),
+                }
             })
             .collect();
         pts.push(pts[0]);
         assert!(validate(pts.clone()).is_ok());
         pts.swap(10, 100);
-        assert!(matches!(validate(pts), Err(RingError::SelfIntersection { .. })));
+        assert!(matches!(
+            validate(pts),
+            Err(RingError::SelfIntersection { .. })
+        ));
     }
 }

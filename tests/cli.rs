@@ -1,0 +1,195 @@
+//! The `beckon` binary as a user runs it: files in, JSON Lines out, clear errors.
+#![allow(clippy::expect_used)] // a test helper that cannot start the binary should fail the test
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn beckon(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_beckon"))
+        .args(args)
+        .output()
+        .expect("run beckon")
+}
+
+fn fixture(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+#[test]
+fn match_answers_the_fixture_stories_line_by_line() {
+    let out = beckon(&[
+        "match",
+        "--fences",
+        &fixture("fences.geojson"),
+        "--pings",
+        &fixture("pings.jsonl"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 218, "one output line per input line");
+    let fences = |i: usize| -> Vec<&str> {
+        assert_eq!(lines[i]["i"], i, "line {i} is numbered from 0");
+        lines[i]["fences"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect()
+    };
+    // The shopper's location pings during her visit to the tea experience store (file lines
+    // 59–93, interleaved with beacon pings and another device).
+    let input = std::fs::read_to_string(fixture("pings.jsonl")).unwrap();
+    let visit: Vec<usize> = input
+        .lines()
+        .enumerate()
+        .filter(|(i, l)| {
+            (58..=92).contains(i)
+                && l.contains(r#""device_id":"d-000102""#)
+                && l.contains(r#""type":"location""#)
+        })
+        .map(|(i, _)| i)
+        .collect();
+    assert!(visit.len() > 10, "{visit:?}");
+    for i in visit {
+        assert!(
+            fences(i).contains(&"f-sh-chayun-0003"),
+            "line {i}: {:?}",
+            fences(i)
+        );
+    }
+    // Walking through the mall's atrium (a hole): outside the mall, still in the region.
+    assert_eq!(fences(153), ["f-sh-region-0001"]);
+    // At the cosmetics counter inside the mall.
+    assert_eq!(
+        fences(159),
+        ["f-sh-mall-0001", "f-sh-region-0001", "f-sh-yanse-0001"]
+    );
+    for w in (0..218).map(fences) {
+        assert!(
+            w.windows(2).all(|p| p[0] < p[1]),
+            "ids sorted and unique: {w:?}"
+        );
+    }
+    // The malformed tail: each line keeps its place and says why.
+    let reasons: Vec<&str> = (214..218)
+        .map(|i| lines[i]["error"].as_str().unwrap())
+        .collect();
+    assert!(reasons[0].starts_with("not a JSON object"), "{reasons:?}");
+    assert!(reasons[1].contains("latitude 123.4"));
+    assert_eq!(reasons[2], "missing field `device_id`");
+    assert!(reasons[3].contains("major 70000"));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("pings=218 invalid=4 fences=46"), "{stderr}");
+}
+
+#[test]
+fn every_cell_scheme_gives_the_same_answers_on_generated_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().display().to_string();
+    let gen = beckon(&[
+        "gen", "--fences", "3000", "--pings", "20000", "--seed", "9", "--out", &out,
+    ]);
+    assert!(
+        gen.status.success(),
+        "{}",
+        String::from_utf8_lossy(&gen.stderr)
+    );
+    let (fences, pings) = (
+        format!("{out}/fences.geojson"),
+        format!("{out}/pings.jsonl"),
+    );
+    let answers: Vec<Vec<u8>> = ["off", "grid:0.008", "grid:0.001", "h3:10"]
+        .iter()
+        .map(|cells| {
+            let o = beckon(&[
+                "match", "--fences", &fences, "--pings", &pings, "--cells", cells,
+            ]);
+            assert!(
+                o.status.success(),
+                "{cells}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            o.stdout
+        })
+        .collect();
+    assert_eq!(answers[0].iter().filter(|&&b| b == b'\n').count(), 20_000);
+    assert!(
+        answers[0].windows(6).any(|w| w == b"\"f-000"),
+        "some pings are inside fences"
+    );
+    for a in &answers[1..] {
+        assert!(a == &answers[0], "cell schemes disagree");
+    }
+}
+
+#[test]
+fn a_bad_fence_file_is_refused_naming_the_feature() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.geojson");
+    std::fs::write(
+        &path,
+        r#"{"type":"FeatureCollection","features":[{"type":"Feature","id":"f-bowtie","properties":{"store_id":"s"},"geometry":{"type":"Polygon","coordinates":[[[0,0],[1,1],[1,0],[0,1],[0,0]]]}}]}"#,
+    )
+    .unwrap();
+    let out = beckon(&[
+        "match",
+        "--fences",
+        &path.display().to_string(),
+        "--pings",
+        &fixture("pings.jsonl"),
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("bad.geojson"), "{stderr}");
+    assert!(
+        stderr.contains(
+            "feature \"f-bowtie\" (#0 in the collection): polygon 0 ring 0: ring self-intersects"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "nothing is matched against a refused file"
+    );
+    let lenient = beckon(&[
+        "check",
+        "--fences",
+        &path.display().to_string(),
+        "--lenient",
+    ]);
+    assert!(lenient.status.success());
+    assert!(String::from_utf8_lossy(&lenient.stderr).contains("skipped feature \"f-bowtie\""));
+}
+
+#[test]
+fn check_validates_the_fixture_registry_against_the_fences() {
+    let out = beckon(&[
+        "check",
+        "--fences",
+        &fixture("fences.geojson"),
+        "--beacons",
+        &fixture("beacons.json"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.contains("46 fences") && stdout.contains("25 beacons, every store_id has a fence"),
+        "{stdout}"
+    );
+}
