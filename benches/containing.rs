@@ -8,7 +8,7 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use beckon::fence::{parse_fences, CellScheme, FenceIndex, Hits, IndexOptions, LoadMode};
+use beckon::fence::{parse_fences, Batch, CellScheme, FenceIndex, Hits, IndexOptions, LoadMode};
 use beckon::generate::{write_fences, write_pings, GenSpec};
 use beckon::ping::{decode, PingKind};
 use beckon::sphere::{LatLon, Meters};
@@ -95,7 +95,6 @@ fn bench_containing(c: &mut Criterion) {
         let schemes = [
             ("rtree", None),
             ("grid-0.008", Some(CellScheme::Grid { deg: 0.008 })),
-            ("grid-0.002", Some(CellScheme::Grid { deg: 0.002 })),
             ("h3-r10", Some(CellScheme::H3(h3o::Resolution::Ten))),
         ];
         for (label, scheme) in schemes {
@@ -118,6 +117,27 @@ fn bench_containing(c: &mut Criterion) {
                         })
                     },
                 );
+                // The batched form `beckon match` uses, in its batches of 4 096.
+                if scheme.is_some() {
+                    g.bench_with_input(
+                        BenchmarkId::new(format!("{label}-batch/{situation}"), fences),
+                        &set,
+                        |b, set| {
+                            let mut hits = vec![Hits::new(); 4096];
+                            let mut batch = Batch::default();
+                            b.iter(|| {
+                                for chunk in set.chunks(4096) {
+                                    idx.containing_many(
+                                        black_box(chunk),
+                                        &mut hits[..chunk.len()],
+                                        &mut batch,
+                                    );
+                                    black_box(&hits);
+                                }
+                            })
+                        },
+                    );
+                }
             }
         }
     }

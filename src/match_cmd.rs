@@ -5,7 +5,7 @@
 use std::io::{self, BufRead, Write};
 use std::time::{Duration, Instant};
 
-use crate::fence::{FenceIndex, Hits};
+use crate::fence::{Batch, FenceIndex, Hits};
 use crate::ping::{self, PingKind};
 use crate::sphere::LatLon;
 
@@ -63,7 +63,9 @@ pub fn run(index: &FenceIndex, input: impl BufRead, output: impl Write) -> io::R
     let mut lines = input.split(b'\n');
     let mut out = io::BufWriter::with_capacity(1 << 16, output);
     let mut batch: Vec<Line> = Vec::with_capacity(BATCH);
+    let mut points: Vec<LatLon> = Vec::with_capacity(BATCH);
     let mut hits: Vec<Hits> = vec![Hits::new(); BATCH];
+    let mut scratch = Batch::default();
     loop {
         batch.clear();
         for line in lines.by_ref() {
@@ -85,15 +87,20 @@ pub fn run(index: &FenceIndex, input: impl BufRead, output: impl Write) -> io::R
         if batch.is_empty() {
             break;
         }
+        points.clear();
+        points.extend(batch.iter().filter_map(|l| match l {
+            Line::At(at) => Some(*at),
+            _ => None,
+        }));
         let t = Instant::now();
-        for (line, h) in batch.iter().zip(hits.iter_mut()) {
-            match line {
-                Line::At(at) => index.containing(*at, h),
-                _ => h.clear(),
-            }
-        }
+        index.containing_many(&points, &mut hits[..points.len()], &mut scratch);
         stats.containing += t.elapsed();
-        for (line, h) in batch.iter().zip(&hits) {
+        let mut answers = hits.iter();
+        for line in &batch {
+            let h = match line {
+                Line::At(_) => answers.next().map_or(&[][..], |h| h.as_slice()),
+                _ => &[],
+            };
             write!(out, "{{\"i\":{},\"fences\":[", stats.pings)?;
             for (k, f) in h.iter().enumerate() {
                 if k > 0 {

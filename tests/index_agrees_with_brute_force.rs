@@ -322,3 +322,29 @@ fn nearby_reaches_across_the_antimeridian() {
         "{near:?} vs {expected}"
     );
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn containing_many_answers_like_containing(
+        specs in prop::collection::vec(spec(), 1..12),
+        jitter in prop::collection::vec((0.0..1.0f64, 0.0..1.0f64), 8..24),
+    ) {
+        let fences: Vec<Fence> = specs.iter().enumerate().map(|(i, s)| build(i, s)).collect();
+        let points = probes(&fences, &jitter);
+        for scheme in SCHEMES {
+            let index = FenceIndex::new(fences.clone(), IndexOptions { cells: scheme, ..IndexOptions::default() });
+            let mut many = vec![Hits::new(); points.len()];
+            let mut batch = beckon::fence::Batch::default();
+            // Twice through one scratch: nothing of one batch leaks into the next.
+            index.containing_many(&points, &mut many, &mut batch);
+            index.containing_many(&points, &mut many, &mut batch);
+            let mut one = Hits::new();
+            for (&p, got) in points.iter().zip(&many) {
+                index.containing(p, &mut one);
+                prop_assert_eq!(got, &one, "{:?} at {:?}", scheme, p);
+            }
+        }
+    }
+}

@@ -1,7 +1,7 @@
 //! The cell cache in front of the R-tree: for each cell (of a grid, or of H3 at one resolution)
 //! that touches a fence, the fences that cover the whole cell (answered with no geometric test)
-//! and the fences that cover part of it (tested exactly). A point whose cell is not in the map is
-//! in no tiled fence, answered by one hash lookup.
+//! and the fences that cover part of it (tested exactly). A point in a cell that no fence touches
+//! is answered by a probe of a small, cache-hot map of tiles and at most one array read.
 //!
 //! Soundness rests on one conservative step: a cell is judged through a lon/lat box that holds
 //! every point the scheme assigns to the cell (a grid cell's own box, padded against rounding; an
@@ -38,11 +38,20 @@ const GRID_PAD: f64 = 1e-9;
 const CIRCLE_SLACK: Meters = Meters(0.001);
 const METERS_PER_DEG_LAT: f64 = sphere::EARTH_RADIUS_M * std::f64::consts::PI / 180.0;
 
+/// A cell's run in `members`: `full` fences covering all of it, then `len - full` to test.
 #[derive(Clone, Copy)]
-struct Span {
+pub(super) struct Span {
     start: u32,
     full: u32,
     len: u32,
+}
+
+impl Span {
+    const EMPTY: Span = Span {
+        start: 0,
+        full: 0,
+        len: 0,
+    };
 }
 
 /// Grid cells are stored in square tiles of `TILE × TILE` cells: the map of tiles stays small
@@ -187,17 +196,12 @@ impl CellCache {
         }
         pairs.sort_unstable();
         let per_tile = scheme.cells_per_tile();
-        let empty = Span {
-            start: 0,
-            full: 0,
-            len: 0,
-        };
         let (mut tiles, mut spans) = (FxHashMap::default(), Vec::new());
         let mut members = Vec::with_capacity(pairs.len());
         for run in pairs.chunk_by(|a, b| a.0 == b.0) {
             let slot = run[0].0;
             let base = *tiles.entry(slot.tile).or_insert_with(|| {
-                spans.resize(spans.len() + per_tile, empty);
+                spans.resize(spans.len() + per_tile, Span::EMPTY);
                 (spans.len() - per_tile) as u32
             });
             spans[base as usize + slot.cell as usize] = Span {
@@ -210,6 +214,7 @@ impl CellCache {
                     .map(|p| Member::new(p.2, &fences[p.2.get()].shape)),
             );
         }
+        spans.shrink_to_fit();
         let untiled_count = untiled.iter().filter(|&&u| u).count();
         let untiled = RTree::bulk_load(
             envelopes
@@ -236,19 +241,26 @@ impl CellCache {
         &self.untiled
     }
 
-    /// The tiled fences of `p`'s cell: those covering all of it, and those to test exactly.
-    pub fn lookup(&self, p: LatLon) -> (&[Member], &[Member]) {
-        let span = self.scheme.slot(p).and_then(|slot| {
-            let base = *self.tiles.get(&slot.tile)?;
-            self.spans.get(base as usize + slot.cell as usize)
-        });
-        match span {
-            Some(s) => {
-                let all = &self.members[s.start as usize..(s.start + s.len) as usize];
-                all.split_at(s.full as usize)
-            }
-            None => (&[], &[]),
-        }
+    /// Where the tiled fences of `p`'s cell are listed (an empty span for an empty cell).
+    pub fn span(&self, p: LatLon) -> Span {
+        self.scheme
+            .slot(p)
+            .and_then(|slot| {
+                let base = *self.tiles.get(&slot.tile)?;
+                self.spans.get(base as usize + slot.cell as usize).copied()
+            })
+            .unwrap_or(Span::EMPTY)
+    }
+
+    /// A span's fences: those covering all of the cell, and those to test exactly.
+    pub fn members(&self, s: Span) -> (&[Member], &[Member]) {
+        self.members[s.start as usize..(s.start + s.len) as usize].split_at(s.full as usize)
+    }
+
+    /// Reads the first member of a span, so that a batch can load the members of many cells
+    /// before it needs them (the reads overlap); returns something derived from it.
+    pub fn warm(&self, s: Span) -> u32 {
+        self.members.get(s.start as usize).map_or(0, |m| m.fence.0)
     }
 }
 

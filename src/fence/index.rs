@@ -1,16 +1,18 @@
-//! The fence index: an R-tree over fence envelopes with exact geometric tests behind it, and an
-//! optional H3 cell cache in front of it (see `cells`).
+//! The fence index: an R-tree over fence envelopes with exact geometric tests behind it (see
+//! `exact`), and a cell cache in front of it (see `cells`).
 //!
 //! Fences are stored sorted by id, so a [`FenceIdx`] orders like its id and callers get sorted
-//! answers by sorting small integers. Queries allocate nothing: the caller owns the output.
+//! answers by sorting small integers. Queries allocate nothing: the caller owns the output
+//! buffers and reuses them.
 
-use geo::{Coord, Intersects, MonotonicPolygons, Point};
+use geo::{Coord, Point};
 use rstar::primitives::{GeomWithData, Rectangle};
 use rstar::{RTree, AABB};
 use smallvec::SmallVec;
 use std::ops::ControlFlow;
 
-use super::cells::{CellCache, CellScheme};
+use super::cells::{CellCache, CellScheme, Span};
+use super::exact::ExactTests;
 use super::{Fence, FenceIdx, Shape};
 use crate::sphere::{self, LatLon, LonLatBox, Meters};
 
@@ -48,23 +50,10 @@ pub struct Nearby {
     pub distance: Meters,
 }
 
-/// The exact test for one fence, laid out for the hot path. Callers have already checked the
-/// fence's bounding box (the R-tree envelope, or the cell member's box).
-enum Exact {
-    /// Planar covers test on the fence's own polygons.
-    Area,
-    /// The same test on a monotone subdivision, for polygons with many vertices.
-    Prepared(Box<MonotonicPolygons<f64>>),
-    Circle {
-        center: Point<f64>,
-        radius: Meters,
-    },
-}
-
 /// All fences of a data set, ready for point queries.
 pub struct FenceIndex {
     fences: Vec<Fence>,
-    exact: Vec<Exact>,
+    exact: ExactTests,
     tree: RTree<Envelope>,
     cells: Option<CellCache>,
 }
@@ -73,10 +62,7 @@ impl FenceIndex {
     /// Builds the index. Fence ids must be unique (the loader guarantees it).
     pub fn new(mut fences: Vec<Fence>, options: IndexOptions) -> Self {
         fences.sort_unstable_by(|a, b| a.id.cmp(&b.id));
-        let exact = fences
-            .iter()
-            .map(|f| prepare(f, options.prepare_above_vertices))
-            .collect();
+        let exact = ExactTests::new(&fences, options.prepare_above_vertices);
         let envelopes: Vec<Envelope> = fences
             .iter()
             .enumerate()
@@ -120,7 +106,7 @@ impl FenceIndex {
         let pt = p.point();
         match &self.cells {
             Some(cells) => {
-                let (full, partial) = cells.lookup(p);
+                let (full, partial) = cells.members(cells.span(p));
                 out.extend(full.iter().map(|m| m.fence));
                 out.extend(
                     partial
@@ -128,17 +114,70 @@ impl FenceIndex {
                         .filter(|m| m.may_cover(p) && self.covers(m.fence, pt))
                         .map(|m| m.fence),
                 );
-                if cells.untiled_tree().size() > 0 {
-                    self.tree_containing(cells.untiled_tree(), pt, out);
-                }
+                self.finish(cells, pt, out);
             }
-            None => self.tree_containing(&self.tree, pt, out),
+            None => {
+                self.tree_containing(&self.tree, pt, out);
+                sort_hits(out);
+            }
         }
-        if out.len() > 1 {
-            out.sort_unstable();
-            // A circle across the antimeridian has two envelopes; a point on ±180° can hit both.
-            out.dedup();
+    }
+
+    /// [`containing`](Self::containing) for many points: `out[k]` gets the answer for
+    /// `points[k]`. On an index larger than the CPU caches this is faster than one call per
+    /// point: it works in stages (cells, then candidates, then exact tests), so the memory reads
+    /// of different points are independent and overlap instead of each waiting on the last.
+    pub fn containing_many(&self, points: &[LatLon], out: &mut [Hits], batch: &mut Batch) {
+        let Some(cells) = &self.cells else {
+            for (&p, o) in points.iter().zip(out.iter_mut()) {
+                self.containing(p, o);
+            }
+            return;
+        };
+        let mut warm = 0u64;
+        batch.spans.clear();
+        for &p in points {
+            let span = cells.span(p);
+            warm ^= u64::from(cells.warm(span));
+            batch.spans.push(span);
         }
+        batch.candidates.clear();
+        for (k, ((&p, &span), o)) in points
+            .iter()
+            .zip(&batch.spans)
+            .zip(out.iter_mut())
+            .enumerate()
+        {
+            o.clear();
+            let (full, partial) = cells.members(span);
+            o.extend(full.iter().map(|m| m.fence));
+            batch.candidates.extend(
+                partial
+                    .iter()
+                    .filter(|m| m.may_cover(p))
+                    .map(|m| (k as u32, m.fence)),
+            );
+        }
+        for &(_, f) in &batch.candidates {
+            warm ^= self.exact.warm(f);
+        }
+        std::hint::black_box(warm);
+        for &(k, f) in &batch.candidates {
+            if self.covers(f, points[k as usize].point()) {
+                out[k as usize].push(f);
+            }
+        }
+        for (&p, o) in points.iter().zip(out.iter_mut()) {
+            self.finish(cells, p.point(), o);
+        }
+    }
+
+    /// Adds the untiled fences covering `pt` and sorts.
+    fn finish(&self, cells: &CellCache, pt: Point<f64>, out: &mut Hits) {
+        if cells.untiled_tree().size() > 0 {
+            self.tree_containing(cells.untiled_tree(), pt, out);
+        }
+        sort_hits(out);
     }
 
     fn tree_containing(&self, tree: &RTree<Envelope>, pt: Point<f64>, out: &mut Hits) {
@@ -157,13 +196,7 @@ impl FenceIndex {
 
     /// The exact test of CONTRACTS §1 for one fence (callers reject by bounding box first).
     fn covers(&self, i: FenceIdx, pt: Point<f64>) -> bool {
-        match &self.exact[i.get()] {
-            Exact::Area => {
-                matches!(&self.fences[i.get()].shape, Shape::Area(mp) if mp.intersects(&pt.0))
-            }
-            Exact::Prepared(mono) => mono.intersects(&pt.0),
-            Exact::Circle { center, radius } => sphere::distance(*center, pt) <= *radius,
-        }
+        self.exact.covers(i, pt)
     }
 
     /// Fences whose edge is within `radius` of `p`, nearest first (ties by id), at most `limit`,
@@ -238,6 +271,22 @@ impl FenceIndex {
     }
 }
 
+fn sort_hits(out: &mut Hits) {
+    if out.len() > 1 {
+        out.sort_unstable();
+        // A circle across the antimeridian has two envelopes; a point on ±180° can hit both.
+        out.dedup();
+    }
+}
+
+/// Scratch space for [`FenceIndex::containing_many`], reused from batch to batch.
+#[derive(Default)]
+pub struct Batch {
+    spans: Vec<Span>,
+    /// (point, fence) pairs whose bounding box holds the point, awaiting the exact test.
+    candidates: Vec<(u32, FenceIdx)>,
+}
+
 fn closest_on_segment(q: Coord<f64>, a: Coord<f64>, b: Coord<f64>, scale: f64) -> Coord<f64> {
     let (dx, dy) = ((b.x - a.x) * scale, b.y - a.y);
     let len2 = dx * dx + dy * dy;
@@ -248,19 +297,6 @@ fn closest_on_segment(q: Coord<f64>, a: Coord<f64>, b: Coord<f64>, scale: f64) -
     Coord {
         x: a.x + (b.x - a.x) * t,
         y: a.y + (b.y - a.y) * t,
-    }
-}
-
-fn prepare(f: &Fence, prepare_above_vertices: usize) -> Exact {
-    match &f.shape {
-        Shape::Circle { center, radius } => Exact::Circle {
-            center: *center,
-            radius: *radius,
-        },
-        Shape::Area(mp) if f.shape.vertex_count() > prepare_above_vertices => {
-            Exact::Prepared(Box::new(MonotonicPolygons::from(mp.clone())))
-        }
-        Shape::Area(_) => Exact::Area,
     }
 }
 

@@ -5,12 +5,13 @@
 //! and everything downstream never re-check geometry.
 
 mod cells;
+mod exact;
 mod index;
 mod load;
 mod ring;
 
 pub use cells::CellScheme;
-pub use index::{FenceIndex, Hits, IndexOptions, Nearby};
+pub use index::{Batch, FenceIndex, Hits, IndexOptions, Nearby};
 pub use load::{load_fences, parse_fences, FenceError, FenceFileError, LoadMode, LoadReport};
 
 use geo::{BoundingRect, MultiPolygon, Point};

@@ -1,0 +1,192 @@
+//! The exact tests of CONTRACTS §1, laid out for the hot path: one small record per fence and
+//! every small polygon's rings flattened into one shared coordinate arena, so a test reads two
+//! contiguous places instead of chasing geo's nested `Vec`s (fence → polygons → ring →
+//! coordinates), each a cache miss on a large index.
+//!
+//! Polygon tests use geo's robust orientation predicate with the same winding-number rules as
+//! geo's `coord_pos_relative_to_ring`; the property tests check them against geo itself.
+
+use geo::kernels::{Kernel, RobustKernel};
+use geo::{Coord, Intersects, MonotonicPolygons, Orientation, Point};
+
+use super::{Fence, FenceIdx, Shape};
+use crate::sphere::{self, Meters};
+
+/// Marks a ring that is a polygon's exterior (the rings after it, up to the next one, are its
+/// holes).
+const EXTERIOR: u32 = 1 << 31;
+
+enum Test {
+    /// Rings `first_ring .. first_ring + rings` of the arena, whose coordinates start at
+    /// `first_coord`.
+    Area {
+        first_ring: u32,
+        rings: u32,
+        first_coord: u32,
+    },
+    /// A monotone subdivision (O(log n) per test), for polygons with many vertices.
+    Prepared(Box<MonotonicPolygons<f64>>),
+    Circle {
+        center: Point<f64>,
+        radius: Meters,
+    },
+}
+
+/// Exact tests for every fence of an index, by [`FenceIdx`].
+pub(super) struct ExactTests {
+    tests: Vec<Test>,
+    /// Per ring: its length, with [`EXTERIOR`] set on exteriors.
+    rings: Vec<u32>,
+    coords: Vec<Coord<f64>>,
+}
+
+impl ExactTests {
+    pub fn new(fences: &[Fence], prepare_above_vertices: usize) -> Self {
+        let mut t = Self {
+            tests: Vec::with_capacity(fences.len()),
+            rings: Vec::new(),
+            coords: Vec::new(),
+        };
+        for f in fences {
+            let test = match &f.shape {
+                Shape::Circle { center, radius } => Test::Circle {
+                    center: *center,
+                    radius: *radius,
+                },
+                Shape::Area(mp) if f.shape.vertex_count() > prepare_above_vertices => {
+                    Test::Prepared(Box::new(MonotonicPolygons::from(mp.clone())))
+                }
+                Shape::Area(mp) => {
+                    let (first_ring, first_coord) = (t.rings.len() as u32, t.coords.len() as u32);
+                    for p in &mp.0 {
+                        for (k, ring) in std::iter::once(p.exterior())
+                            .chain(p.interiors())
+                            .enumerate()
+                        {
+                            let flag = if k == 0 { EXTERIOR } else { 0 };
+                            t.rings.push(ring.0.len() as u32 | flag);
+                            t.coords.extend_from_slice(&ring.0);
+                        }
+                    }
+                    Test::Area {
+                        first_ring,
+                        rings: t.rings.len() as u32 - first_ring,
+                        first_coord,
+                    }
+                }
+            };
+            t.tests.push(test);
+        }
+        // Built by pushing: return the growth slack, a third of the arena on average.
+        t.rings.shrink_to_fit();
+        t.coords.shrink_to_fit();
+        t
+    }
+
+    /// Whether fence `i` covers `pt` (callers reject by bounding box first; the answer does not
+    /// depend on it).
+    pub fn covers(&self, i: FenceIdx, pt: Point<f64>) -> bool {
+        match &self.tests[i.get()] {
+            Test::Area {
+                first_ring,
+                rings,
+                first_coord,
+            } => {
+                let rings = &self.rings[*first_ring as usize..(*first_ring + *rings) as usize];
+                self.area_covers(rings, *first_coord as usize, pt.0)
+            }
+            Test::Prepared(mono) => mono.intersects(&pt.0),
+            Test::Circle { center, radius } => sphere::distance(*center, pt) <= *radius,
+        }
+    }
+
+    /// Reads the start of fence `i`'s test data, so that a batch can load the data of many
+    /// fences before it tests them (the reads overlap); returns something derived from it.
+    pub fn warm(&self, i: FenceIdx) -> u64 {
+        match &self.tests[i.get()] {
+            Test::Area { first_coord, .. } => self
+                .coords
+                .get(*first_coord as usize)
+                .map_or(0, |c| c.x.to_bits()),
+            Test::Prepared(mono) => mono.subdivisions().len() as u64,
+            Test::Circle { radius, .. } => radius.0.to_bits(),
+        }
+    }
+
+    /// MultiPolygon covers: some polygon has the point inside or on its exterior and not
+    /// strictly inside one of its holes (a point on a hole's edge is on the boundary: covered).
+    fn area_covers(&self, rings: &[u32], mut at: usize, q: Coord<f64>) -> bool {
+        // Whether the current polygon's exterior holds the point and no hole so far excludes it.
+        let mut held = false;
+        for &r in rings {
+            let len = (r & !EXTERIOR) as usize;
+            let ring = &self.coords[at..at + len];
+            at += len;
+            if r & EXTERIOR != 0 {
+                if held {
+                    return true;
+                }
+                match position(q, ring) {
+                    Position::Boundary => return true,
+                    Position::Inside => held = true,
+                    Position::Outside => {}
+                }
+            } else if held {
+                match position(q, ring) {
+                    Position::Boundary => return true,
+                    Position::Inside => held = false,
+                    Position::Outside => {}
+                }
+            }
+        }
+        held
+    }
+}
+
+enum Position {
+    Inside,
+    Boundary,
+    Outside,
+}
+
+/// Winding number of a closed ring around `q`, with the edge-crossing rules of geo's
+/// `coord_pos_relative_to_ring`: an upward edge includes its start and excludes its end, a
+/// downward edge the reverse, horizontal edges are skipped, and a collinear point between an
+/// edge's ends is on the boundary.
+fn position(q: Coord<f64>, ring: &[Coord<f64>]) -> Position {
+    let mut winding = 0i32;
+    for w in ring.windows(2) {
+        let (a, b) = (w[0], w[1]);
+        if a.y <= q.y {
+            if b.y >= q.y {
+                let o = RobustKernel::orient2d(a, b, q);
+                if o == Orientation::CounterClockwise && b.y != q.y {
+                    winding += 1;
+                } else if o == Orientation::Collinear && between(q.x, a.x, b.x) {
+                    return Position::Boundary;
+                }
+            }
+        } else if b.y <= q.y {
+            let o = RobustKernel::orient2d(a, b, q);
+            if o == Orientation::Clockwise {
+                winding -= 1;
+            } else if o == Orientation::Collinear && between(q.x, a.x, b.x) {
+                return Position::Boundary;
+            }
+        }
+    }
+    if winding == 0 {
+        Position::Outside
+    } else {
+        Position::Inside
+    }
+}
+
+/// `v` in the closed range between `a` and `b`, in either order.
+fn between(v: f64, a: f64, b: f64) -> bool {
+    if a < b {
+        a <= v && v <= b
+    } else {
+        b <= v && v <= a
+    }
+}
