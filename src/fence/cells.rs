@@ -13,7 +13,7 @@ use h3o::{CellIndex, LatLng, Resolution};
 use rstar::RTree;
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use super::index::{shape_boxes, Envelope};
+use super::index::{Bounds, Envelope};
 use super::{Fence, FenceIdx, Shape};
 use crate::sphere::{self, LatLon, LonLatBox, Meters};
 
@@ -83,10 +83,10 @@ pub(super) struct Member {
 }
 
 impl Member {
-    fn new(fence: FenceIdx, shape: &Shape) -> Self {
-        let (boxes, n) = shape_boxes(shape);
+    fn new(fence: FenceIdx, bounds: &Bounds) -> Self {
+        let boxes = bounds.boxes();
         // Two boxes (a circle across the antimeridian) merge into every longitude.
-        let (min_lon, max_lon) = if n == 2 {
+        let (min_lon, max_lon) = if boxes.len() == 2 {
             (-180.0, 180.0)
         } else {
             (boxes[0].min[0], boxes[0].max[0])
@@ -182,6 +182,7 @@ impl CellCache {
         scheme: CellScheme,
         max_cells: usize,
         fences: &[Fence],
+        bounds: &[Bounds],
         envelopes: &[Envelope],
     ) -> Self {
         let mut pairs: Vec<(Slot, Cover, FenceIdx)> = Vec::with_capacity(fences.len() * 4);
@@ -189,7 +190,7 @@ impl CellCache {
         let mut tiler = Tiler::new(scheme, max_cells);
         for (i, f) in fences.iter().enumerate() {
             let idx = FenceIdx(i as u32);
-            match tiler.tile(&f.shape) {
+            match tiler.tile(&f.shape, &bounds[i]) {
                 Some(cells) => pairs.extend(cells.iter().map(|&(cell, cover)| (cell, cover, idx))),
                 None => untiled[i] = true,
             }
@@ -209,10 +210,7 @@ impl CellCache {
                 full: run.iter().filter(|p| p.1 == Cover::Full).count() as u32,
                 len: run.len() as u32,
             };
-            members.extend(
-                run.iter()
-                    .map(|p| Member::new(p.2, &fences[p.2.get()].shape)),
-            );
+            members.extend(run.iter().map(|p| Member::new(p.2, &bounds[p.2.get()])));
         }
         spans.shrink_to_fit();
         let untiled_count = untiled.iter().filter(|&&u| u).count();
@@ -285,12 +283,11 @@ impl Tiler {
     }
 
     /// The cells that meet `shape`, or `None` when there would be more than `max_cells`.
-    fn tile(&mut self, shape: &Shape) -> Option<&[(Slot, Cover)]> {
+    fn tile(&mut self, shape: &Shape, bounds: &Bounds) -> Option<&[(Slot, Cover)]> {
         self.out.clear();
-        let (boxes, n) = shape_boxes(shape);
         match self.scheme {
             CellScheme::Grid { deg } => {
-                for b in &boxes[..n] {
+                for b in bounds.boxes() {
                     let (x0, y0) = grid_xy(deg, b.min[0], b.min[1]);
                     let (x1, y1) = grid_xy(deg, b.max[0], b.max[1]);
                     let count = (u64::from(x1 - x0) + 1) * (u64::from(y1 - y0) + 1);
@@ -309,25 +306,25 @@ impl Tiler {
                                     (y + 1) as f64 * deg - 90.0 + GRID_PAD,
                                 ],
                             };
-                            if let Some(cover) = classify(shape, Some(cell)) {
+                            if let Some(cover) = classify(shape, bounds, Some(cell)) {
                                 self.out.push((grid_slot(x, y), cover));
                             }
                         }
                     }
                 }
             }
-            CellScheme::H3(res) => self.tile_h3(res, shape, &boxes[..n])?,
+            CellScheme::H3(res) => self.tile_h3(res, shape, bounds)?,
         }
         Some(&self.out)
     }
 
-    fn tile_h3(&mut self, res: Resolution, shape: &Shape, boxes: &[LonLatBox]) -> Option<()> {
+    fn tile_h3(&mut self, res: Resolution, shape: &Shape, bounds: &Bounds) -> Option<()> {
         self.seen.clear();
         self.frontier.clear();
         let edge_m = res.edge_length_m();
         let cell_m2 = res.area_m2();
         let step_lat = SAMPLE_SPACING * edge_m / METERS_PER_DEG_LAT;
-        for b in boxes {
+        for b in bounds.boxes() {
             // Longitude steps shrink in metres toward the equator: size them where they are widest.
             let nearest_equator = if b.min[1] <= 0.0 && b.max[1] >= 0.0 {
                 0.0
@@ -367,7 +364,7 @@ impl Tiler {
             }
         }
         for &cell in &self.seen {
-            if let Some(cover) = classify(shape, h3_box(cell)) {
+            if let Some(cover) = classify(shape, bounds, h3_box(cell)) {
                 self.out.push((
                     Slot {
                         tile: u64::from(cell),
@@ -387,7 +384,7 @@ impl Tiler {
 /// How `shape` covers a cell, judged on the box that holds all of the cell's points; `None` when
 /// it misses. A cell with no such box (an H3 cell around a pole or across the antimeridian) is
 /// always tested exactly.
-fn classify(shape: &Shape, cell: Option<LonLatBox>) -> Option<Cover> {
+fn classify(shape: &Shape, bounds: &Bounds, cell: Option<LonLatBox>) -> Option<Cover> {
     let Some(b) = cell else {
         return Some(Cover::Partial);
     };
@@ -422,8 +419,8 @@ fn classify(shape: &Shape, cell: Option<LonLatBox>) -> Option<Cover> {
             }) {
                 return Some(Cover::Full);
             }
-            let (caps, n) = sphere::cap_boxes(*center, *radius);
-            caps[..n]
+            bounds
+                .boxes()
                 .iter()
                 .any(|c| c.intersects(&b))
                 .then_some(Cover::Partial)

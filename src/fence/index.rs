@@ -63,13 +63,20 @@ impl FenceIndex {
     pub fn new(mut fences: Vec<Fence>, options: IndexOptions) -> Self {
         fences.sort_unstable_by(|a, b| a.id.cmp(&b.id));
         let exact = ExactTests::new(&fences, options.prepare_above_vertices);
-        let envelopes: Vec<Envelope> = fences
+        let bounds: Vec<Bounds> = fences.iter().map(|f| Bounds::of(&f.shape)).collect();
+        let envelopes: Vec<Envelope> = bounds
             .iter()
             .enumerate()
-            .flat_map(|(i, f)| envelopes(FenceIdx(i as u32), &f.shape))
+            .flat_map(|(i, b)| envelopes(FenceIdx(i as u32), b))
             .collect();
         let cells = options.cells.map(|scheme| {
-            CellCache::build(scheme, options.max_cells_per_fence, &fences, &envelopes)
+            CellCache::build(
+                scheme,
+                options.max_cells_per_fence,
+                &fences,
+                &bounds,
+                &envelopes,
+            )
         });
         Self {
             fences,
@@ -314,20 +321,33 @@ fn area_box(shape: &Shape) -> LonLatBox {
 }
 
 /// The lon/lat boxes that bound a fence: its bounding box, or a circle's one or two cap boxes.
-pub(super) fn shape_boxes(shape: &Shape) -> ([LonLatBox; 2], usize) {
-    match shape {
-        Shape::Circle { center, radius } => sphere::cap_boxes(*center, *radius),
-        Shape::Area(_) => {
-            let b = area_box(shape);
-            ([b, b], 1)
-        }
+/// Computed once per fence when the index is built, and shared by every structure that needs it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Bounds {
+    boxes: [LonLatBox; 2],
+    n: usize,
+}
+
+impl Bounds {
+    fn of(shape: &Shape) -> Self {
+        let (boxes, n) = match shape {
+            Shape::Circle { center, radius } => sphere::cap_boxes(*center, *radius),
+            Shape::Area(_) => {
+                let b = area_box(shape);
+                ([b, b], 1)
+            }
+        };
+        Self { boxes, n }
+    }
+
+    pub fn boxes(&self) -> &[LonLatBox] {
+        &self.boxes[..self.n]
     }
 }
 
-fn envelopes(i: FenceIdx, shape: &Shape) -> impl Iterator<Item = Envelope> {
-    let (boxes, n) = shape_boxes(shape);
-    boxes
-        .into_iter()
-        .take(n)
+fn envelopes(i: FenceIdx, bounds: &Bounds) -> impl Iterator<Item = Envelope> + '_ {
+    bounds
+        .boxes()
+        .iter()
         .map(move |b| GeomWithData::new(Rectangle::from_corners(b.min, b.max), i))
 }

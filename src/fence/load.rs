@@ -135,30 +135,31 @@ struct Collector {
 
 impl Collector {
     fn accept(&mut self, index: usize, raw: RawFeature) {
-        let (id, id_problem) = match raw.id {
-            Some(Value::String(s)) => (Some(s), None),
-            None | Some(Value::Null) => (None, Some(Rejection::MissingId)),
-            Some(other) => (None, Some(Rejection::IdNotString(other.to_string()))),
+        let id = match raw.id {
+            Some(Value::String(s)) => s,
+            None | Some(Value::Null) => {
+                return self.reject("<no id>".into(), index, Rejection::MissingId)
+            }
+            Some(other) => {
+                let reason = Rejection::IdNotString(other.to_string());
+                return self.reject("<no id>".into(), index, reason);
+            }
         };
-        let feature = id
-            .as_ref()
-            .map_or_else(|| "<no id>".to_owned(), |s| format!("{s:?}"));
-        let reject = |reason| FenceError {
-            feature: feature.clone(),
+        match self
+            .unique(&id, index)
+            .and_then(|()| build(raw.kind, raw.geometry, raw.properties))
+        {
+            Ok((shape, props)) => self.report.fences.push(Fence { id, shape, props }),
+            Err(reason) => self.reject(format!("{id:?}"), index, reason),
+        }
+    }
+
+    fn reject(&mut self, feature: String, index: usize, reason: Rejection) {
+        self.report.rejected.push(FenceError {
+            feature,
             index,
             reason,
-        };
-        let result = match (id_problem, id) {
-            (Some(problem), _) => Err(problem),
-            (None, None) => Err(Rejection::MissingId),
-            (None, Some(id)) => self
-                .unique(&id, index)
-                .and_then(|()| build(id, raw.kind, raw.geometry, raw.properties)),
-        };
-        match result {
-            Ok(fence) => self.report.fences.push(fence),
-            Err(reason) => self.report.rejected.push(reject(reason)),
-        }
+        });
     }
 
     fn unique(&mut self, id: &str, index: usize) -> Result<(), Rejection> {
@@ -181,12 +182,12 @@ struct RawFeature {
     properties: Option<Value>,
 }
 
+/// A feature's geometry and properties, checked.
 fn build(
-    id: String,
     kind: Option<String>,
     geometry: Option<Value>,
     properties: Option<Value>,
-) -> Result<Fence, Rejection> {
+) -> Result<(Shape, FenceProps), Rejection> {
     if let Some(k) = kind.filter(|k| k != "Feature") {
         return Err(Rejection::NotAFeature(k));
     }
@@ -240,11 +241,7 @@ fn build(
         Some(other) => return Err(Rejection::UnsupportedGeometry(other.to_owned())),
         None => return Err(Rejection::Malformed("geometry has no string `type`")),
     };
-    Ok(Fence {
-        id,
-        shape,
-        props: fence_props(props)?,
-    })
+    Ok((shape, fence_props(props)?))
 }
 
 fn fence_props(mut m: Map<String, Value>) -> Result<FenceProps, Rejection> {
