@@ -42,6 +42,13 @@ enum Spec {
         lat: f64,
         radius: f64,
     },
+    /// A store given split in two at the antimeridian (RFC 7946 §3.1.9).
+    Split {
+        lat: f64,
+        west: f64,
+        east: f64,
+        h: f64,
+    },
 }
 
 fn spec() -> impl Strategy<Value = Spec> {
@@ -69,7 +76,16 @@ fn spec() -> impl Strategy<Value = Spec> {
         prop_oneof![1.0..500.0f64, 500.0..50_000.0f64],
     )
         .prop_map(|(lon, lat, radius)| Spec::Circle { lon, lat, radius });
-    prop_oneof![area, circle]
+    let split = (-80.0..80.0f64, 1e-5..0.01f64, 1e-5..0.01f64, 1e-5..0.01f64)
+        .prop_map(|(lat, west, east, h)| Spec::Split { lat, west, east, h });
+    prop_oneof![4 => area, 4 => circle, 1 => split]
+}
+
+fn rect(x0: f64, y0: f64, x1: f64, y1: f64) -> Polygon<f64> {
+    Polygon::new(
+        LineString::from(vec![(x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0)]),
+        vec![],
+    )
 }
 
 fn build(i: usize, s: &Spec) -> Fence {
@@ -103,6 +119,10 @@ fn build(i: usize, s: &Spec) -> Fence {
             }
             Shape::Area(MultiPolygon(polys))
         }
+        Spec::Split { lat, west, east, h } => Shape::Area(MultiPolygon(vec![
+            rect(180.0 - west, *lat, 180.0, lat + h),
+            rect(-180.0, *lat, -180.0 + east, lat + h),
+        ])),
         Spec::Circle { lon, lat, radius } => Shape::Circle {
             center: Point::new(*lon, *lat),
             radius: Meters(*radius),

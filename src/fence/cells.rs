@@ -60,7 +60,20 @@ impl Span {
 const TILE_BITS: u32 = 4;
 const TILE: u32 = 1 << TILE_BITS;
 
+/// Grid levels: a fence too large for the fine cells is tiled in cells `TILE` times larger, so
+/// that only the rare giant is left for the R-tree (searched on every query).
+const GRID_LEVELS: usize = 2;
+
 pub(super) struct CellCache {
+    /// Finest first; each fence is listed at exactly one level.
+    levels: Vec<Level>,
+    /// Fences too large for every level.
+    untiled: RTree<Envelope>,
+    untiled_count: usize,
+}
+
+/// One resolution of cells.
+pub(super) struct Level {
     scheme: CellScheme,
     /// Tile key → position of the tile's first span in `spans`.
     tiles: FxHashMap<u64, u32>,
@@ -68,9 +81,6 @@ pub(super) struct CellCache {
     spans: Vec<Span>,
     /// Per cell, its fully covering fences then its partly covering ones.
     members: Vec<Member>,
-    /// Fences too large to tile; searched on every query.
-    untiled: RTree<Envelope>,
-    untiled_count: usize,
 }
 
 /// A fence listed in a cell, with its bounding box inline: most partly covering fences are
@@ -85,16 +95,20 @@ pub(super) struct Member {
 impl Member {
     fn new(fence: FenceIdx, bounds: &Bounds) -> Self {
         let boxes = bounds.boxes();
-        // Two boxes (a circle across the antimeridian) merge into every longitude.
-        let (min_lon, max_lon) = if boxes.len() == 2 {
-            (-180.0, 180.0)
-        } else {
-            (boxes[0].min[0], boxes[0].max[0])
+        // Several boxes only happen on both sides of the antimeridian: merged, they take every
+        // longitude.
+        let (min_lon, max_lon) = match boxes {
+            [one] => (one.min[0], one.max[0]),
+            _ => (-180.0, 180.0),
         };
-        let b = &boxes[0];
+        let min_lat = boxes.iter().map(|b| b.min[1]).fold(f64::INFINITY, f64::min);
+        let max_lat = boxes
+            .iter()
+            .map(|b| b.max[1])
+            .fold(f64::NEG_INFINITY, f64::max);
         Self {
             fence,
-            bbox: [down(min_lon), down(b.min[1]), up(max_lon), up(b.max[1])],
+            bbox: [down(min_lon), down(min_lat), up(max_lon), up(max_lat)],
         }
     }
 
@@ -140,6 +154,18 @@ struct Slot {
 }
 
 impl CellScheme {
+    /// The schemes of the cache's levels, finest first.
+    fn levels(self) -> Vec<CellScheme> {
+        match self {
+            CellScheme::Grid { deg } => (0..GRID_LEVELS)
+                .map(|l| CellScheme::Grid {
+                    deg: deg * f64::from(TILE.pow(l as u32)),
+                })
+                .collect(),
+            CellScheme::H3(_) => vec![self],
+        }
+    }
+
     fn cells_per_tile(self) -> usize {
         match self {
             CellScheme::Grid { .. } => (TILE * TILE) as usize,
@@ -185,14 +211,62 @@ impl CellCache {
         bounds: &[Bounds],
         envelopes: &[Envelope],
     ) -> Self {
-        let mut pairs: Vec<(Slot, Cover, FenceIdx)> = Vec::with_capacity(fences.len() * 4);
+        let mut pending: Vec<FenceIdx> = (0..fences.len() as u32).map(FenceIdx).collect();
+        let mut levels = Vec::new();
+        for scheme in scheme.levels() {
+            let mut left = Vec::new();
+            levels.push(Level::build(
+                scheme, max_cells, fences, bounds, &pending, &mut left,
+            ));
+            pending = left;
+        }
         let mut untiled = vec![false; fences.len()];
+        for i in &pending {
+            untiled[i.get()] = true;
+        }
+        let untiled = RTree::bulk_load(
+            envelopes
+                .iter()
+                .filter(|e| untiled[e.data.get()])
+                .copied()
+                .collect(),
+        );
+        Self {
+            levels,
+            untiled,
+            untiled_count: pending.len(),
+        }
+    }
+
+    pub fn levels(&self) -> &[Level] {
+        &self.levels
+    }
+
+    pub fn untiled(&self) -> usize {
+        self.untiled_count
+    }
+
+    pub fn untiled_tree(&self) -> &RTree<Envelope> {
+        &self.untiled
+    }
+}
+
+impl Level {
+    /// Tiles the `fences` it can; pushes the others onto `left`.
+    fn build(
+        scheme: CellScheme,
+        max_cells: usize,
+        fences: &[Fence],
+        bounds: &[Bounds],
+        which: &[FenceIdx],
+        left: &mut Vec<FenceIdx>,
+    ) -> Self {
+        let mut pairs: Vec<(Slot, Cover, FenceIdx)> = Vec::with_capacity(which.len() * 4);
         let mut tiler = Tiler::new(scheme, max_cells);
-        for (i, f) in fences.iter().enumerate() {
-            let idx = FenceIdx(i as u32);
-            match tiler.tile(&f.shape, &bounds[i]) {
+        for &idx in which {
+            match tiler.tile(&fences[idx.get()].shape, &bounds[idx.get()]) {
                 Some(cells) => pairs.extend(cells.iter().map(|&(cell, cover)| (cell, cover, idx))),
-                None => untiled[i] = true,
+                None => left.push(idx),
             }
         }
         pairs.sort_unstable();
@@ -213,30 +287,12 @@ impl CellCache {
             members.extend(run.iter().map(|p| Member::new(p.2, &bounds[p.2.get()])));
         }
         spans.shrink_to_fit();
-        let untiled_count = untiled.iter().filter(|&&u| u).count();
-        let untiled = RTree::bulk_load(
-            envelopes
-                .iter()
-                .filter(|e| untiled[e.data.get()])
-                .copied()
-                .collect(),
-        );
         Self {
             scheme,
             tiles,
             spans,
             members,
-            untiled,
-            untiled_count,
         }
-    }
-
-    pub fn untiled(&self) -> usize {
-        self.untiled_count
-    }
-
-    pub fn untiled_tree(&self) -> &RTree<Envelope> {
-        &self.untiled
     }
 
     /// Where the tiled fences of `p`'s cell are listed (an empty span for an empty cell).

@@ -5,7 +5,7 @@
 //! answers by sorting small integers. Queries allocate nothing: the caller owns the output
 //! buffers and reuses them.
 
-use geo::{Coord, Point};
+use geo::{BoundingRect, Coord, Point};
 use rstar::primitives::{GeomWithData, Rectangle};
 use rstar::{RTree, AABB};
 use smallvec::SmallVec;
@@ -113,14 +113,16 @@ impl FenceIndex {
         let pt = p.point();
         match &self.cells {
             Some(cells) => {
-                let (full, partial) = cells.members(cells.span(p));
-                out.extend(full.iter().map(|m| m.fence));
-                out.extend(
-                    partial
-                        .iter()
-                        .filter(|m| m.may_cover(p) && self.covers(m.fence, pt))
-                        .map(|m| m.fence),
-                );
+                for level in cells.levels() {
+                    let (full, partial) = level.members(level.span(p));
+                    out.extend(full.iter().map(|m| m.fence));
+                    out.extend(
+                        partial
+                            .iter()
+                            .filter(|m| m.may_cover(p) && self.covers(m.fence, pt))
+                            .map(|m| m.fence),
+                    );
+                }
                 self.finish(cells, pt, out);
             }
             None => {
@@ -141,29 +143,33 @@ impl FenceIndex {
             }
             return;
         };
-        let mut warm = 0u64;
-        batch.spans.clear();
-        for &p in points {
-            let span = cells.span(p);
-            warm ^= u64::from(cells.warm(span));
-            batch.spans.push(span);
-        }
-        batch.candidates.clear();
-        for (k, ((&p, &span), o)) in points
-            .iter()
-            .zip(&batch.spans)
-            .zip(out.iter_mut())
-            .enumerate()
-        {
+        for o in out.iter_mut() {
             o.clear();
-            let (full, partial) = cells.members(span);
-            o.extend(full.iter().map(|m| m.fence));
-            batch.candidates.extend(
-                partial
-                    .iter()
-                    .filter(|m| m.may_cover(p))
-                    .map(|m| (k as u32, m.fence)),
-            );
+        }
+        let mut warm = 0u64;
+        batch.candidates.clear();
+        for level in cells.levels() {
+            batch.spans.clear();
+            for &p in points {
+                let span = level.span(p);
+                warm ^= u64::from(level.warm(span));
+                batch.spans.push(span);
+            }
+            for (k, ((&p, &span), o)) in points
+                .iter()
+                .zip(&batch.spans)
+                .zip(out.iter_mut())
+                .enumerate()
+            {
+                let (full, partial) = level.members(span);
+                o.extend(full.iter().map(|m| m.fence));
+                batch.candidates.extend(
+                    partial
+                        .iter()
+                        .filter(|m| m.may_cover(p))
+                        .map(|m| (k as u32, m.fence)),
+                );
+            }
         }
         for &(_, f) in &batch.candidates {
             warm ^= self.exact.warm(f);
@@ -248,31 +254,30 @@ impl FenceIndex {
                 // Closest boundary point in a local equirectangular frame (lon scaled by
                 // cos(lat)), then its true distance on the sphere.
                 let scale = pt.y().to_radians().cos().max(1e-9);
-                // Polygons never cross the antimeridian (the loader refuses that), but a point
-                // can sit across it from one: measure in the polygon's copy of longitudes.
-                let near =
-                    mp.0.first()
-                        .and_then(|p| p.exterior().0.first())
-                        .map_or(pt.x(), |c| c.x);
-                let x = match pt.x() - near {
-                    d if d > 180.0 => pt.x() - 360.0,
-                    d if d < -180.0 => pt.x() + 360.0,
-                    _ => pt.x(),
-                };
-                let q = Coord { x, y: pt.y() };
-                let mut best = (f64::INFINITY, q);
-                for line in
+                // Rings never cross the antimeridian (the loader refuses that), but a point can
+                // sit across it from one (or from one half of a split fence): measure each ring
+                // against the point's copy of longitudes nearest to it.
+                let mut best = (f64::INFINITY, pt.0, pt.0);
+                for ring in
                     mp.0.iter()
                         .flat_map(|poly| std::iter::once(poly.exterior()).chain(poly.interiors()))
-                        .flat_map(|r| r.lines())
                 {
-                    let c = closest_on_segment(q, line.start, line.end, scale);
-                    let d2 = ((c.x - q.x) * scale).powi(2) + (c.y - q.y).powi(2);
-                    if d2 < best.0 {
-                        best = (d2, c);
+                    let near = ring.0.first().map_or(pt.x(), |c| c.x);
+                    let x = match pt.x() - near {
+                        d if d > 180.0 => pt.x() - 360.0,
+                        d if d < -180.0 => pt.x() + 360.0,
+                        _ => pt.x(),
+                    };
+                    let q = Coord { x, y: pt.y() };
+                    for line in ring.lines() {
+                        let c = closest_on_segment(q, line.start, line.end, scale);
+                        let d2 = ((c.x - q.x) * scale).powi(2) + (c.y - q.y).powi(2);
+                        if d2 < best.0 {
+                            best = (d2, q, c);
+                        }
                     }
                 }
-                sphere::distance(Point(q), Point(best.1))
+                sphere::distance(Point(best.1), Point(best.2))
             }
         }
     }
@@ -313,35 +318,50 @@ fn area_box(shape: &Shape) -> LonLatBox {
             min: [0.0; 2],
             max: [0.0; 2],
         },
-        |r| LonLatBox {
-            min: [r.min().x, r.min().y],
-            max: [r.max().x, r.max().y],
-        },
+        lon_lat_box,
     )
 }
 
-/// The lon/lat boxes that bound a fence: its bounding box, or a circle's one or two cap boxes.
-/// Computed once per fence when the index is built, and shared by every structure that needs it.
-#[derive(Debug, Clone, Copy)]
+fn lon_lat_box(r: geo::Rect<f64>) -> LonLatBox {
+    LonLatBox {
+        min: [r.min().x, r.min().y],
+        max: [r.max().x, r.max().y],
+    }
+}
+
+/// The lon/lat boxes that bound a fence: its bounding box; a circle's one or two cap boxes; one
+/// box per part for a MultiPolygon given split at the antimeridian (whose single box would span
+/// every longitude). Computed once per fence when the index is built, and shared by every
+/// structure that needs it.
+#[derive(Debug, Clone)]
 pub(super) struct Bounds {
-    boxes: [LonLatBox; 2],
-    n: usize,
+    boxes: SmallVec<[LonLatBox; 2]>,
 }
 
 impl Bounds {
     fn of(shape: &Shape) -> Self {
-        let (boxes, n) = match shape {
-            Shape::Circle { center, radius } => sphere::cap_boxes(*center, *radius),
-            Shape::Area(_) => {
-                let b = area_box(shape);
-                ([b, b], 1)
+        let boxes = match shape {
+            Shape::Circle { center, radius } => {
+                let (b, n) = sphere::cap_boxes(*center, *radius);
+                b[..n].iter().copied().collect()
+            }
+            Shape::Area(mp) => {
+                let whole = area_box(shape);
+                if whole.max[0] - whole.min[0] > 180.0 {
+                    mp.0.iter()
+                        .filter_map(|p| p.bounding_rect())
+                        .map(lon_lat_box)
+                        .collect()
+                } else {
+                    SmallVec::from_elem(whole, 1)
+                }
             }
         };
-        Self { boxes, n }
+        Self { boxes }
     }
 
     pub fn boxes(&self) -> &[LonLatBox] {
-        &self.boxes[..self.n]
+        &self.boxes
     }
 }
 
