@@ -196,10 +196,14 @@ fn grid_slot(x: u32, y: u32) -> Slot {
     }
 }
 
+/// The grid cell of a position. `lon + 180` and `lat + 90` are never negative, so truncation is
+/// the floor; the reciprocal is hoisted out of batch loops, and its rounding (~1e-13 of a cell)
+/// is far inside the cells' `GRID_PAD`. Tiling and lookup both use this one function.
 fn grid_xy(deg: f64, lon: f64, lat: f64) -> (u32, u32) {
+    let per_deg = 1.0 / deg;
     (
-        ((lon + 180.0) / deg).floor() as u32,
-        ((lat + 90.0) / deg).floor() as u32,
+        ((lon + 180.0) * per_deg) as u32,
+        ((lat + 90.0) * per_deg) as u32,
     )
 }
 
