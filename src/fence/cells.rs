@@ -315,10 +315,11 @@ impl Level {
         self.members[s.start as usize..(s.start + s.len) as usize].split_at(s.full as usize)
     }
 
-    /// Reads the first member of a span, so that a batch can load the members of many cells
-    /// before it needs them (the reads overlap); returns something derived from it.
-    pub fn warm(&self, s: Span) -> u32 {
-        self.members.get(s.start as usize).map_or(0, |m| m.fence.0)
+    /// Starts loading a span's members (see `prefetch`).
+    pub fn prefetch(&self, s: Span) {
+        if let Some(m) = self.members.get(s.start as usize) {
+            super::prefetch(m);
+        }
     }
 }
 

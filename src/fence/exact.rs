@@ -100,16 +100,17 @@ impl ExactTests {
         }
     }
 
-    /// Reads the start of fence `i`'s test data, so that a batch can load the data of many
-    /// fences before it tests them (the reads overlap); returns something derived from it.
-    pub fn warm(&self, i: FenceIdx) -> u64 {
-        match &self.tests[i.get()] {
-            Test::Area { first_coord, .. } => self
-                .coords
-                .get(*first_coord as usize)
-                .map_or(0, |c| c.x.to_bits()),
-            Test::Prepared(mono) => mono.subdivisions().len() as u64,
-            Test::Circle { radius, .. } => radius.0.to_bits(),
+    /// Starts loading fence `i`'s test record (see `prefetch`).
+    pub fn prefetch_test(&self, i: FenceIdx) {
+        super::prefetch(&self.tests[i.get()]);
+    }
+
+    /// Starts loading the coordinates of fence `i`, once its record is at hand.
+    pub fn prefetch_coords(&self, i: FenceIdx) {
+        if let Test::Area { first_coord, .. } = &self.tests[i.get()] {
+            if let Some(c) = self.coords.get(*first_coord as usize) {
+                super::prefetch(c);
+            }
         }
     }
 

@@ -146,13 +146,12 @@ impl FenceIndex {
         for o in out.iter_mut() {
             o.clear();
         }
-        let mut warm = 0u64;
         batch.candidates.clear();
         for level in cells.levels() {
             batch.spans.clear();
             for &p in points {
                 let span = level.span(p);
-                warm ^= u64::from(level.warm(span));
+                level.prefetch(span);
                 batch.spans.push(span);
             }
             for (k, ((&p, &span), o)) in points
@@ -172,9 +171,11 @@ impl FenceIndex {
             }
         }
         for &(_, f) in &batch.candidates {
-            warm ^= self.exact.warm(f);
+            self.exact.prefetch_test(f);
         }
-        std::hint::black_box(warm);
+        for &(_, f) in &batch.candidates {
+            self.exact.prefetch_coords(f);
+        }
         for &(k, f) in &batch.candidates {
             if self.covers(f, points[k as usize].point()) {
                 out[k as usize].push(f);
