@@ -193,6 +193,18 @@ if ! run_child "$BECKON" match --fences "$FENCES_JSON" --pings "$PINGS_JSONL" >"
   tail -n 20 "$OUT/beckon.stderr" >&2
   die "beckon match failed"
 fi
+# Timed best of K like the references: the first run's output is the one compared; later runs
+# only time, and the fastest run's summary line is appended (compare.py reads the last line).
+containing_s() { tail -n 1 "$1" | sed -n 's/.*containing_s=\([0-9.]*\).*/\1/p'; }
+best="$OUT/beckon.stderr"
+for k in $(seq 2 "$REPEAT"); do
+  run_child "$BECKON" match --fences "$FENCES_JSON" --pings "$PINGS_JSONL" >/dev/null 2>"$OUT/beckon.stderr.$k" \
+    || die "beckon match failed (timing run $k)"
+  if awk -v a="$(containing_s "$OUT/beckon.stderr.$k")" -v b="$(containing_s "$best")" 'BEGIN { exit !(a < b) }'; then
+    best="$OUT/beckon.stderr.$k"
+  fi
+done
+[ "$best" = "$OUT/beckon.stderr" ] || tail -n 1 "$best" >>"$OUT/beckon.stderr"
 say "$(tail -n 1 "$OUT/beckon.stderr")"
 
 # ------------------------------------------------------------------ throwaway PostgreSQL
