@@ -56,6 +56,50 @@ pub fn distance(a: Point<f64>, b: Point<f64>) -> Meters {
     Meters(HAVERSINE.distance(a, b))
 }
 
+/// A circle's exact test in the form the hot path wants: `distance(center, p) <= radius`
+/// decided on haversine's inner term `a`, with no `asin` or `sqrt` per test.
+///
+/// `a` is computed with the very operations of geo's haversine (so it is bit-identical), and the
+/// threshold is the largest `a` whose distance, computed as geo computes it, is still within the
+/// radius; the distance is monotone in `a`, so the answers are exactly `distance(…) <= radius`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Cap {
+    center: Point<f64>,
+    cos_lat: f64,
+    max_a: f64,
+}
+
+impl Cap {
+    pub fn new(center: Point<f64>, radius: Meters) -> Self {
+        let within = |a: f64| meters_of(a) <= radius.0;
+        let mut max_a = (radius.0 / EARTH_RADIUS_M / 2.0).sin().powi(2).min(1.0);
+        while max_a > 0.0 && !within(max_a) {
+            max_a = max_a.next_down();
+        }
+        while max_a < 1.0 && within(max_a.next_up()) {
+            max_a = max_a.next_up();
+        }
+        Self {
+            center,
+            cos_lat: center.y().to_radians().cos(),
+            max_a,
+        }
+    }
+
+    pub fn contains(&self, p: Point<f64>) -> bool {
+        let d_lat = (p.y() - self.center.y()).to_radians();
+        let d_lon = (p.x() - self.center.x()).to_radians();
+        let a = (d_lat / 2.0).sin().powi(2)
+            + self.cos_lat * p.y().to_radians().cos() * (d_lon / 2.0).sin().powi(2);
+        a <= self.max_a
+    }
+}
+
+/// geo's haversine distance from its inner term `a`.
+fn meters_of(a: f64) -> f64 {
+    EARTH_RADIUS_M * (2.0 * a.sqrt().asin())
+}
+
 /// The angle, in degrees of latitude, that `d` spans along a meridian.
 pub fn meters_to_lat_deg(d: Meters) -> f64 {
     (d.0 / EARTH_RADIUS_M).to_degrees()
@@ -116,6 +160,31 @@ pub fn cap_boxes(c: Point<f64>, r: Meters) -> ([LonLatBox; 2], usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn caps_answer_exactly_like_the_haversine_distance() {
+        // Points straddling the rim by a few ulps of distance, at several sizes and latitudes.
+        for &(lon, lat, r) in &[
+            (121.47, 31.23, 150.0),
+            (0.0, 89.9, 30_000.0),
+            (-179.99, -60.0, 7.5),
+            (10.0, 0.0, 50_000.0),
+        ] {
+            let c = Point::new(lon, lat);
+            let cap = Cap::new(c, Meters(r));
+            for k in 0..720 {
+                let bearing = (k as f64 / 2.0).to_radians();
+                for scale in [1.0 - 1e-9, 1.0 - 1e-15, 1.0, 1.0 + 1e-15, 1.0 + 1e-9] {
+                    let p = destination(c, bearing, r * scale);
+                    assert_eq!(
+                        cap.contains(p),
+                        distance(c, p) <= Meters(r),
+                        "{p:?} around {c:?} r {r}"
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn one_degree_of_latitude_is_about_111_km() {

@@ -10,7 +10,7 @@ use geo::kernels::{Kernel, RobustKernel};
 use geo::{Coord, Intersects, MonotonicPolygons, Orientation, Point};
 
 use super::{Fence, FenceIdx, Shape};
-use crate::sphere::{self, Meters};
+use crate::sphere::Cap;
 
 /// Marks a ring that is a polygon's exterior (the rings after it, up to the next one, are its
 /// holes).
@@ -26,10 +26,8 @@ enum Test {
     },
     /// A monotone subdivision (O(log n) per test), for polygons with many vertices.
     Prepared(Box<MonotonicPolygons<f64>>),
-    Circle {
-        center: Point<f64>,
-        radius: Meters,
-    },
+    /// Haversine distance within the radius, decided without `asin` (see `sphere::Cap`).
+    Circle(Cap),
 }
 
 /// Exact tests for every fence of an index, by [`FenceIdx`].
@@ -49,10 +47,7 @@ impl ExactTests {
         };
         for f in fences {
             let test = match &f.shape {
-                Shape::Circle { center, radius } => Test::Circle {
-                    center: *center,
-                    radius: *radius,
-                },
+                Shape::Circle { center, radius } => Test::Circle(Cap::new(*center, *radius)),
                 Shape::Area(mp) if f.shape.vertex_count() > prepare_above_vertices => {
                     Test::Prepared(Box::new(MonotonicPolygons::from(mp.clone())))
                 }
@@ -96,7 +91,7 @@ impl ExactTests {
                 self.area_covers(rings, *first_coord as usize, pt.0)
             }
             Test::Prepared(mono) => mono.intersects(&pt.0),
-            Test::Circle { center, radius } => sphere::distance(*center, pt) <= *radius,
+            Test::Circle(cap) => cap.contains(pt),
         }
     }
 
