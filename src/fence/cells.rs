@@ -451,11 +451,7 @@ fn classify(shape: &Shape, bounds: &Bounds, cell: Option<LonLatBox>) -> Option<C
     };
     match shape {
         Shape::Area(mp) => {
-            let edges =
-                mp.0.iter()
-                    .flat_map(|p| std::iter::once(p.exterior()).chain(p.interiors()))
-                    .flat_map(|r| r.lines());
-            for l in edges {
+            for l in super::rings(mp).flat_map(|r| r.lines()) {
                 if segment_meets_box(l.start, l.end, &b) {
                     return Some(Cover::Partial);
                 }

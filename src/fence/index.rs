@@ -259,10 +259,7 @@ impl FenceIndex {
                 // sit across it from one (or from one half of a split fence): measure each ring
                 // against the point's copy of longitudes nearest to it.
                 let mut best = (f64::INFINITY, pt.0, pt.0);
-                for ring in
-                    mp.0.iter()
-                        .flat_map(|poly| std::iter::once(poly.exterior()).chain(poly.interiors()))
-                {
+                for ring in super::rings(mp) {
                     let near = ring.0.first().map_or(pt.x(), |c| c.x);
                     let x = match pt.x() - near {
                         d if d > 180.0 => pt.x() - 360.0,

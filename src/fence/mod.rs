@@ -14,7 +14,7 @@ pub use cells::CellScheme;
 pub use index::{Batch, FenceIndex, Hits, IndexOptions, Nearby};
 pub use load::{load_fences, parse_fences, FenceError, FenceFileError, LoadMode, LoadReport};
 
-use geo::{BoundingRect, MultiPolygon, Point};
+use geo::{BoundingRect, LineString, MultiPolygon, Point};
 use serde_json::{Map, Value};
 
 use crate::sphere::Meters;
@@ -44,6 +44,12 @@ impl FenceIdx {
     }
 }
 
+/// Every ring of a MultiPolygon: each polygon's exterior, then its holes.
+fn rings(mp: &MultiPolygon<f64>) -> impl Iterator<Item = &LineString<f64>> {
+    mp.0.iter()
+        .flat_map(|p| std::iter::once(p.exterior()).chain(p.interiors()))
+}
+
 /// The largest circle the contract allows (CONTRACTS §1).
 pub const MAX_RADIUS: Meters = Meters(50_000.0);
 
@@ -59,13 +65,7 @@ pub enum Shape {
 impl Shape {
     pub fn vertex_count(&self) -> usize {
         match self {
-            Shape::Area(mp) => mp
-                .0
-                .iter()
-                .map(|p| {
-                    p.exterior().0.len() + p.interiors().iter().map(|r| r.0.len()).sum::<usize>()
-                })
-                .sum(),
+            Shape::Area(mp) => rings(mp).map(|r| r.0.len()).sum(),
             Shape::Circle { .. } => 1,
         }
     }
