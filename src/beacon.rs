@@ -86,24 +86,33 @@ pub enum RegistryError {
     Invalid(Vec<BeaconError>),
 }
 
-/// All registered beacons, by identity.
+/// A beacon's position in the registry: a small `Copy` handle for per-device state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BeaconIdx(pub u32);
+
+/// All registered beacons, in the order they were registered, and by identity.
 #[derive(Debug, Default)]
 pub struct BeaconRegistry {
-    by_id: FxHashMap<BeaconId, Beacon>,
+    beacons: Vec<Beacon>,
+    by_id: FxHashMap<BeaconId, BeaconIdx>,
 }
 
 impl BeaconRegistry {
-    pub fn get(&self, id: &BeaconId) -> Option<&Beacon> {
-        self.by_id.get(id)
+    pub fn get(&self, id: &BeaconId) -> Option<(BeaconIdx, &Beacon)> {
+        let idx = *self.by_id.get(id)?;
+        Some((idx, &self.beacons[idx.0 as usize]))
+    }
+    pub fn beacon(&self, idx: BeaconIdx) -> &Beacon {
+        &self.beacons[idx.0 as usize]
     }
     pub fn len(&self) -> usize {
-        self.by_id.len()
+        self.beacons.len()
     }
     pub fn is_empty(&self) -> bool {
-        self.by_id.is_empty()
+        self.beacons.is_empty()
     }
     pub fn iter(&self) -> impl Iterator<Item = &Beacon> {
-        self.by_id.values()
+        self.beacons.iter()
     }
 
     pub fn load(path: &Path) -> Result<Self, RegistryError> {
@@ -135,7 +144,8 @@ impl BeaconRegistry {
             }
             out
         };
-        let mut by_id: FxHashMap<BeaconId, Beacon> = FxHashMap::default();
+        let mut beacons = Vec::new();
+        let mut by_id: FxHashMap<BeaconId, BeaconIdx> = FxHashMap::default();
         let mut first_at: FxHashMap<BeaconId, String> = FxHashMap::default();
         let mut errors = Vec::new();
         for (at, v) in entries {
@@ -147,14 +157,15 @@ impl BeaconRegistry {
                     }),
                     None => {
                         first_at.insert(b.id, at);
-                        by_id.insert(b.id, b);
+                        by_id.insert(b.id, BeaconIdx(beacons.len() as u32));
+                        beacons.push(b);
                     }
                 },
                 Err(reason) => errors.push(BeaconError { at, reason }),
             }
         }
         if errors.is_empty() {
-            Ok(Self { by_id })
+            Ok(Self { beacons, by_id })
         } else {
             Err(RegistryError::Invalid(errors))
         }

@@ -247,9 +247,16 @@ impl FenceIndex {
         if self.covers(i, pt) {
             return Meters(0.0);
         }
+        self.edge_distance(i, pt)
+    }
+
+    /// Distance from `pt` to the fence's edge on the sphere, from inside or outside: how far a
+    /// fix can be off before it would fall on the other side (presence weighs it against the
+    /// fix's accuracy).
+    pub fn edge_distance(&self, i: FenceIdx, pt: Point<f64>) -> Meters {
         match &self.fences[i.get()].shape {
             Shape::Circle { center, radius } => {
-                Meters((sphere::distance(*center, pt).0 - radius.0).max(0.0))
+                Meters((sphere::distance(*center, pt).0 - radius.0).abs())
             }
             Shape::Area(mp) => {
                 // Closest boundary point in a local equirectangular frame (lon scaled by

@@ -1,0 +1,531 @@
+//! Presence: for one device, which fences it is in, which beacons it is in range of and which
+//! fences it is near, decided in event time from location fixes and beacon sightings.
+//!
+//! What breaks the anchors (GPS jitter, false exits) is handled here:
+//! - a fix is evidence for a fence only when its accuracy circle lies wholly on one side of the
+//!   edge; a circle that straddles the edge changes nothing;
+//! - enter on the first inside fix; exit only on a fix beyond the edge by `exit_buffer_m`, or
+//!   after outside fixes for `exit_confirm_s` with no inside fix between (hysteresis);
+//! - a beacon in range confirms presence at its store and holds it against GPS exits;
+//! - a late fix (older than the device's newest) never enters or exits: it can only extend a
+//!   stay or cancel a pending exit it postdates.
+//!
+//! This module reports [`Transition`]s; it knows nothing of campaigns or caps.
+
+use serde::Deserialize;
+
+use crate::beacon::{BeaconIdx, Dbm};
+use crate::fence::FenceIdx;
+use crate::sphere::{LatLon, Meters};
+use crate::store::StoreIdx;
+use crate::time::Timestamp;
+use crate::world::World;
+
+/// Presence tuning. Defaults suit phones in cities (fixes every 5–60 s, accuracy 5–50 m).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PresenceConfig {
+    /// Seconds inside a fence after which a `dwell` presence event is emitted.
+    pub dwell_s: u32,
+    /// An outside fix whose accuracy circle clears the edge by this much exits at once.
+    pub exit_buffer_m: f64,
+    /// Otherwise, outside fixes spanning this long, with no inside fix between, exit.
+    pub exit_confirm_s: u32,
+    /// A device not heard from for this long exits everything, as of its last inside fix.
+    pub silence_s: u32,
+    /// Pings older than the device's newest by more than this are dropped as too late.
+    pub max_lateness_s: u32,
+    /// Fixes less accurate than this are not used for presence at all.
+    pub max_accuracy_m: f64,
+    /// The accuracy assumed for a fix that reports none.
+    pub unknown_accuracy_m: f64,
+    /// Beacon RSSI is the mean of the last three sightings no more than this far apart.
+    pub beacon_window_s: u32,
+    /// A beacon in range stays in range this long after its last in-range sighting.
+    pub beacon_hold_s: u32,
+    /// Once in range, a beacon leaves range only below `rssi_min` minus this (dB).
+    pub beacon_exit_margin_db: u8,
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        Self {
+            dwell_s: 300,
+            exit_buffer_m: 25.0,
+            exit_confirm_s: 60,
+            silence_s: 900,
+            max_lateness_s: 300,
+            max_accuracy_m: 150.0,
+            unknown_accuracy_m: 20.0,
+            beacon_window_s: 30,
+            beacon_hold_s: 60,
+            beacon_exit_margin_db: 3,
+        }
+    }
+}
+
+impl PresenceConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        let meters = [
+            ("exit_buffer_m", self.exit_buffer_m),
+            ("max_accuracy_m", self.max_accuracy_m),
+            ("unknown_accuracy_m", self.unknown_accuracy_m),
+        ];
+        for (name, v) in meters {
+            if !(v.is_finite() && (0.0..=100_000.0).contains(&v)) {
+                return Err(format!("presence.{name} must be in 0..=100000 m, got {v}"));
+            }
+        }
+        if self.silence_s == 0 {
+            return Err("presence.silence_s must be > 0".into());
+        }
+        Ok(())
+    }
+
+    fn ms(s: u32) -> i64 {
+        i64::from(s) * 1000
+    }
+}
+
+/// What happened to a device's presence, for the engine to turn into events and offers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Transition {
+    Enter {
+        fence: FenceIdx,
+        ts: Timestamp,
+    },
+    /// Inside evidence from `before` (the previous one, or the enter) to `now`: dwell thresholds
+    /// in `(before - since, now - since]` were crossed by this ping.
+    Stay {
+        fence: FenceIdx,
+        since: Timestamp,
+        before: Timestamp,
+        now: Timestamp,
+    },
+    /// Left the fence at `ts` (the first outside evidence, or the last inside one when the
+    /// device fell silent). `offered`: its visit had an offer.
+    Exit {
+        fence: FenceIdx,
+        ts: Timestamp,
+        since: Timestamp,
+        offered: bool,
+    },
+    InRange {
+        beacon: BeaconIdx,
+        ts: Timestamp,
+    },
+    /// Within reach of a fence: `distance` now, `closest_before` the closest so far on this
+    /// approach (infinite when it just began).
+    Near {
+        fence: FenceIdx,
+        ts: Timestamp,
+        distance: Meters,
+        closest_before: Meters,
+    },
+}
+
+/// One location fix, as presence weighs it.
+#[derive(Debug, Clone, Copy)]
+pub struct Fix {
+    pub ts: Timestamp,
+    pub at: LatLon,
+    pub accuracy: Meters,
+    /// Older than the device's newest ping.
+    pub late: bool,
+}
+
+/// A fence the fix is within reach of, and how far a nearby campaign reaches for it.
+#[derive(Debug, Clone, Copy)]
+pub struct Reach {
+    pub fence: FenceIdx,
+    pub distance: Meters,
+    pub radius: Meters,
+}
+
+const NEVER: Timestamp = Timestamp(i64::MIN);
+
+const FENCE: u32 = 0;
+const BEACON: u32 = 1 << 30;
+const NEAR: u32 = 2 << 30;
+const TAG: u32 = 3 << 30;
+
+/// The visit at this track's store already had an offer.
+const OFFERED: u8 = 1;
+/// Beacon: in range.
+const IN_RANGE: u8 = 2;
+
+/// What a track follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subject {
+    Fence(FenceIdx),
+    Beacon(BeaconIdx),
+    Near(FenceIdx),
+}
+
+/// One thing a device is at, in range of, or near: 32 bytes, so a device's state stays small.
+///
+/// Fence: `since` = enter, `last` = newest inside evidence, `aux` = first outside evidence since
+/// (or `NEVER`). Beacon: `since` = in range from, `last` = newest sighting, `aux` = newest
+/// in-range sighting, `samples`/`n` = the RSSI window. Near: `since` = approach began, `last` =
+/// newest fix in reach, `aux` = closest distance so far in millimetres.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Track {
+    subject: u32,
+    store: StoreIdx,
+    since: Timestamp,
+    last: Timestamp,
+    aux: i64,
+    samples: [i8; 3],
+    n: u8,
+    flags: u8,
+}
+
+impl Track {
+    fn new(subject: u32, store: StoreIdx, ts: Timestamp) -> Self {
+        Self {
+            subject,
+            store,
+            since: ts,
+            last: ts,
+            aux: NEVER.0,
+            samples: [0; 3],
+            n: 0,
+            flags: 0,
+        }
+    }
+
+    pub fn subject(&self) -> Subject {
+        let i = self.subject & !TAG;
+        match self.subject & TAG {
+            FENCE => Subject::Fence(FenceIdx(i)),
+            BEACON => Subject::Beacon(BeaconIdx(i)),
+            _ => Subject::Near(FenceIdx(i)),
+        }
+    }
+
+    pub fn store(&self) -> StoreIdx {
+        self.store
+    }
+
+    pub fn since(&self) -> Timestamp {
+        self.since
+    }
+
+    fn in_range(&self) -> bool {
+        self.flags & IN_RANGE != 0
+    }
+
+    fn closest(&self) -> Meters {
+        if self.aux == NEVER.0 {
+            Meters(f64::INFINITY)
+        } else {
+            Meters(self.aux as f64 / 1000.0)
+        }
+    }
+}
+
+/// A device's tracks. Kept exactly sized: most devices are at nothing, and a Vec's spare
+/// capacity would dominate per-device memory.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Tracks(Vec<Track>);
+
+impl Tracks {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Track> {
+        self.0.iter()
+    }
+
+    /// Heap bytes held (for the memory bench).
+    pub fn heap_bytes(&self) -> usize {
+        self.0.capacity() * std::mem::size_of::<Track>()
+    }
+
+    /// Whether the visit at `store` already had an offer.
+    pub fn visit_offered(&self, store: StoreIdx) -> bool {
+        self.0
+            .iter()
+            .any(|t| t.store == store && t.flags & OFFERED != 0)
+    }
+
+    /// Records that the visit at `store` had its offer.
+    pub fn mark_offered(&mut self, store: StoreIdx) {
+        for t in self.0.iter_mut().filter(|t| t.store == store) {
+            t.flags |= OFFERED;
+        }
+    }
+
+    fn find(&self, subject: u32) -> Option<usize> {
+        self.0.iter().position(|t| t.subject == subject)
+    }
+
+    /// A new track joins its store's visit (and its offer, if it had one).
+    fn push(&mut self, mut t: Track) {
+        if self.visit_offered(t.store) {
+            t.flags |= OFFERED;
+        }
+        self.0.reserve_exact(1);
+        self.0.push(t);
+    }
+
+    fn remove_where(&mut self, mut gone: impl FnMut(&Track) -> bool) {
+        let before = self.0.len();
+        self.0.retain(|t| !gone(t));
+        if self.0.len() != before {
+            self.0.shrink_to_fit();
+        }
+    }
+
+    /// The device fell silent: it leaves every fence as of its last inside evidence.
+    pub fn close_all(&mut self, out: &mut Vec<Transition>) {
+        for t in &self.0 {
+            if let Subject::Fence(fence) = t.subject() {
+                let ts = if t.aux == NEVER.0 {
+                    t.last
+                } else {
+                    Timestamp(t.aux)
+                };
+                out.push(Transition::Exit {
+                    fence,
+                    ts,
+                    since: t.since,
+                    offered: t.flags & OFFERED != 0,
+                });
+            }
+        }
+        self.0 = Vec::new();
+    }
+
+    /// Newest event time any track was updated at.
+    pub fn newest(&self) -> Option<Timestamp> {
+        self.0.iter().map(|t| t.last).max()
+    }
+
+    /// Beacon range and RSSI windows run out with time.
+    fn expire(&mut self, now: Timestamp, cfg: &PresenceConfig) {
+        let (hold, window) = (
+            PresenceConfig::ms(cfg.beacon_hold_s),
+            PresenceConfig::ms(cfg.beacon_window_s),
+        );
+        for t in self.0.iter_mut() {
+            if t.subject & TAG == BEACON && t.in_range() && now.0 - t.aux > hold {
+                t.flags &= !IN_RANGE;
+            }
+        }
+        self.remove_where(|t| t.subject & TAG == BEACON && !t.in_range() && now.0 - t.last > window);
+    }
+
+    /// A beacon of `store` in range holds presence there against GPS.
+    fn beacon_holds(&self, store: StoreIdx) -> bool {
+        self.0
+            .iter()
+            .any(|t| t.subject & TAG == BEACON && t.store == store && t.in_range())
+    }
+
+    /// Applies a location fix. `hits` are the fences covering the fix (ascending); `reach` the
+    /// fences a nearby campaign reaches from it.
+    pub fn on_fix(
+        &mut self,
+        fix: &Fix,
+        hits: &[FenceIdx],
+        reach: &[Reach],
+        world: &World,
+        cfg: &PresenceConfig,
+        out: &mut Vec<Transition>,
+    ) {
+        if !fix.late {
+            self.expire(fix.ts, cfg);
+        }
+        let pt = fix.at.point();
+        let acc = fix.accuracy.0;
+        let edge = |f: FenceIdx| world.fences.edge_distance(f, pt).0;
+        let mut exited = false;
+        for i in 0..self.0.len() {
+            let t = &mut self.0[i];
+            let Subject::Fence(f) = t.subject() else {
+                continue;
+            };
+            let covered = hits.binary_search(&f).is_ok();
+            let clearance = edge(f) - acc;
+            if clearance < 0.0 {
+                continue; // the accuracy circle straddles the edge: no evidence either way
+            }
+            if covered {
+                // Inside after the first outside evidence: that exit was a false one.
+                if fix.ts.0 > t.aux {
+                    t.aux = NEVER.0;
+                }
+                if fix.ts > t.last {
+                    out.push(Transition::Stay {
+                        fence: f,
+                        since: t.since,
+                        before: t.last,
+                        now: fix.ts,
+                    });
+                    t.last = fix.ts;
+                }
+            } else if !fix.late {
+                let store = t.store;
+                if self.beacon_holds(store) {
+                    continue;
+                }
+                let t = &mut self.0[i];
+                if t.aux == NEVER.0 {
+                    t.aux = fix.ts.0;
+                }
+                if clearance >= cfg.exit_buffer_m
+                    || fix.ts.0 - t.aux >= PresenceConfig::ms(cfg.exit_confirm_s)
+                {
+                    out.push(Transition::Exit {
+                        fence: f,
+                        ts: Timestamp(t.aux),
+                        since: t.since,
+                        offered: t.flags & OFFERED != 0,
+                    });
+                    t.subject = TAG; // marks it for removal below
+                    exited = true;
+                }
+            }
+        }
+        if exited {
+            self.remove_where(|t| t.subject == TAG);
+        }
+        if fix.late {
+            return;
+        }
+        for &f in hits {
+            if self.find(FENCE | f.0).is_none() && edge(f) >= acc {
+                self.push(Track::new(FENCE | f.0, world.stores.of_fence(f), fix.ts));
+                out.push(Transition::Enter {
+                    fence: f,
+                    ts: fix.ts,
+                });
+            }
+        }
+        self.on_reach(fix, reach, world, cfg, out);
+    }
+
+    fn on_reach(
+        &mut self,
+        fix: &Fix,
+        reach: &[Reach],
+        world: &World,
+        cfg: &PresenceConfig,
+        out: &mut Vec<Transition>,
+    ) {
+        // Leaving reach needs the exit buffer too, or jitter at the rim would re-fire.
+        self.remove_where(|t| {
+            t.subject & TAG == NEAR
+                && !reach.iter().any(|r| {
+                    NEAR | r.fence.0 == t.subject && r.distance.0 <= r.radius.0 + cfg.exit_buffer_m
+                })
+        });
+        for r in reach {
+            if fix.accuracy.0 > r.radius.0 {
+                continue; // vaguer than the reach itself: no evidence
+            }
+            let subject = NEAR | r.fence.0;
+            let mm = (r.distance.0 * 1000.0) as i64;
+            match self.find(subject) {
+                Some(i) => {
+                    let t = &mut self.0[i];
+                    t.last = fix.ts;
+                    if r.distance.0 < t.closest().0 && r.distance.0 <= r.radius.0 {
+                        out.push(Transition::Near {
+                            fence: r.fence,
+                            ts: fix.ts,
+                            distance: r.distance,
+                            closest_before: t.closest(),
+                        });
+                        t.aux = mm;
+                    }
+                }
+                None if r.distance.0 <= r.radius.0 => {
+                    let mut t = Track::new(subject, world.stores.of_fence(r.fence), fix.ts);
+                    t.aux = mm;
+                    self.push(t);
+                    out.push(Transition::Near {
+                        fence: r.fence,
+                        ts: fix.ts,
+                        distance: r.distance,
+                        closest_before: Meters(f64::INFINITY),
+                    });
+                }
+                None => {}
+            }
+        }
+    }
+
+    /// Applies a beacon sighting (in order only: smoothing depends on the order of sightings).
+    pub fn on_sighting(
+        &mut self,
+        ts: Timestamp,
+        beacon: BeaconIdx,
+        rssi: Dbm,
+        world: &World,
+        cfg: &PresenceConfig,
+        out: &mut Vec<Transition>,
+    ) {
+        self.expire(ts, cfg);
+        let subject = BEACON | beacon.0;
+        let store = world.stores.of_beacon(beacon);
+        let i = match self.find(subject) {
+            Some(i) => i,
+            None => {
+                let mut t = Track::new(subject, store, ts);
+                t.since = NEVER;
+                self.push(t);
+                self.0.len() - 1
+            }
+        };
+        let t = &mut self.0[i];
+        if ts.0 - t.last.0 > PresenceConfig::ms(cfg.beacon_window_s) {
+            t.n = 0;
+        }
+        t.samples = [rssi.0.clamp(-128, 127) as i8, t.samples[0], t.samples[1]];
+        t.n = (t.n + 1).min(3);
+        t.last = ts;
+        let n = usize::from(t.n);
+        let mean = t.samples[..n].iter().map(|&s| f64::from(s)).sum::<f64>() / n as f64;
+        let rssi_min = f64::from(world.beacons.beacon(beacon).rssi_min.0);
+        let in_range = if t.in_range() {
+            mean >= rssi_min - f64::from(cfg.beacon_exit_margin_db)
+        } else {
+            mean >= rssi_min
+        };
+        if !in_range {
+            t.flags &= !IN_RANGE;
+            return;
+        }
+        t.aux = ts.0;
+        if !t.in_range() {
+            t.flags |= IN_RANGE;
+            t.since = ts;
+            out.push(Transition::InRange { beacon, ts });
+        }
+        // In range of a beacon is being at its store: at each of the store's fences.
+        for &f in world.stores.fences(store) {
+            match self.find(FENCE | f.0) {
+                Some(j) => {
+                    let t = &mut self.0[j];
+                    t.aux = NEVER.0;
+                    if ts > t.last {
+                        out.push(Transition::Stay {
+                            fence: f,
+                            since: t.since,
+                            before: t.last,
+                            now: ts,
+                        });
+                        t.last = ts;
+                    }
+                }
+                None => {
+                    self.push(Track::new(FENCE | f.0, store, ts));
+                    out.push(Transition::Enter { fence: f, ts });
+                }
+            }
+        }
+    }
+}
