@@ -8,6 +8,8 @@
 //!   fences cover a point (`containing`) and which are near (`nearby`).
 //! - [`beacon`]: the iBeacon registry (§3).
 //! - [`sphere`], [`time`]: the units everything above speaks: positions, metres, event time.
+//! - [`local_time`]: IANA zones (bundled tzdb) and wall-clock time, for schedules and local-day caps.
+//! - [`hours`]: a store's weekly opening hours (fence property `hours`), asked "open now?".
 //! - [`match_cmd`]: the offline `beckon match` command (§7) over the same index.
 //! - [`generate`]: deterministic synthetic fences and pings for benches and peer checks.
 //! - [`demo`]: the built-in fixtures replayed through the core (`beckon demo`).
@@ -39,6 +41,8 @@ pub mod beacon;
 pub mod demo;
 pub mod fence;
 pub mod generate;
+pub mod hours;
+pub mod local_time;
 pub mod match_cmd;
 pub mod ping;
 pub mod sphere;
