@@ -122,6 +122,13 @@ pub struct Zone {
     tz: jiff::tz::TimeZone,
 }
 
+/// Zones are equal when they have the same IANA name (the database is the same for both).
+impl PartialEq for Zone {
+    fn eq(&self, other: &Self) -> bool {
+        self.name() == other.name()
+    }
+}
+
 impl Zone {
     /// Looks `name` up in the bundled tz database (case-insensitively, as jiff does).
     pub fn named(name: &str) -> Result<Zone, ZoneError> {

@@ -56,6 +56,7 @@ pub struct FenceIndex {
     exact: ExactTests,
     tree: RTree<Envelope>,
     cells: Option<CellCache>,
+    bounds: Vec<Bounds>,
 }
 
 impl FenceIndex {
@@ -83,6 +84,7 @@ impl FenceIndex {
             exact,
             tree: RTree::bulk_load(envelopes),
             cells,
+            bounds,
         }
     }
 
@@ -100,6 +102,11 @@ impl FenceIndex {
 
     pub fn fences(&self) -> &[Fence] {
         &self.fences
+    }
+
+    /// The fence's bounding boxes (two for a fence split at the antimeridian).
+    pub fn boxes(&self, idx: FenceIdx) -> &[LonLatBox] {
+        self.bounds[idx.get()].boxes()
     }
 
     /// How many fences the cell cache could not tile and leaves to the R-tree.

@@ -10,6 +10,9 @@ use std::path::Path;
 use geo::{Coord, MultiPolygon, Point, Polygon};
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
+
+use crate::hours::{HoursError, WeeklyHours};
+use crate::local_time::{Zone, ZoneError};
 use serde_json::{Map, Value};
 
 use super::ring::{self, RingError};
@@ -73,8 +76,10 @@ pub enum Rejection {
     MissingStoreId,
     #[error("properties.{0} must be a string")]
     NotAString(&'static str),
-    #[error("properties.hours must be an object keyed by weekday")]
-    BadHours,
+    #[error("properties.{0}")]
+    BadHours(#[from] HoursError),
+    #[error("properties.timezone: {0}")]
+    BadTimezone(#[from] ZoneError),
     #[error("a circle (Point) fence needs properties.radius_m")]
     MissingRadius,
     #[error("properties.radius_m must be a number in (0, {max}] metres, got {got}")]
@@ -262,10 +267,10 @@ fn fence_props(mut m: Map<String, Value>) -> Result<FenceProps, Rejection> {
         text("name")?,
         text("timezone")?,
     );
+    let timezone = timezone.as_deref().map(Zone::named).transpose()?;
     let hours = match m.remove("hours") {
         None | Some(Value::Null) => None,
-        Some(h @ Value::Object(_)) => Some(h),
-        Some(_) => return Err(Rejection::BadHours),
+        Some(h) => Some(WeeklyHours::from_json(&h)?),
     };
     Ok(FenceProps {
         store_id,

@@ -17,6 +17,8 @@ pub use load::{load_fences, parse_fences, FenceError, FenceFileError, LoadMode, 
 use geo::{BoundingRect, LineString, MultiPolygon, Point};
 use serde_json::{Map, Value};
 
+use crate::hours::WeeklyHours;
+use crate::local_time::Zone;
 use crate::sphere::Meters;
 
 /// Asks the CPU to start loading the cache line of `r` without waiting for it: a batch issues
@@ -87,10 +89,10 @@ pub struct FenceProps {
     pub region: Option<String>,
     pub kind: Option<String>,
     pub name: Option<String>,
-    /// IANA zone name; interpreted by the campaign stage.
-    pub timezone: Option<String>,
-    /// Opening hours per weekday, as given; interpreted by the campaign stage.
-    pub hours: Option<Value>,
+    /// The zone schedules, opening hours and local days are read in (UTC when absent).
+    pub timezone: Option<Zone>,
+    /// Opening hours in local time; absent means always open.
+    pub hours: Option<WeeklyHours>,
     /// Every other property, kept for offers.
     pub metadata: Map<String, Value>,
 }

@@ -1,0 +1,245 @@
+//! Caps: how often a device may be offered anything, and how much a campaign may spend.
+//!
+//! Per device: a ledger of its recent offers answers cooldowns, per-campaign window caps and the
+//! global cap per local calendar day. Per campaign: daily and total budgets. Quiet hours are read
+//! in the store's or the device's local time.
+//!
+//! Windows are checked on both sides of the candidate's time: offers can be decided out of
+//! event-time order (an exit is dated at the first outside fix, confirmed later), and a cap must
+//! hold for every window of its length whatever order offers were decided in.
+
+use rustc_hash::FxHashMap;
+use serde::Deserialize;
+
+use crate::campaign::{Campaign, CampaignIdx};
+use crate::local_time::{DailyWindow, LocalDay, Zone};
+use crate::time::Timestamp;
+
+/// Why a candidate offer was not made. The order is the order of the checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Suppression {
+    /// The device refused consent, or has no profile and the campaign is not for anonymous
+    /// devices.
+    NoConsent,
+    /// Not in the campaign's audience (or not routed to this store).
+    Audience,
+    /// Outside the campaign's dates, days or hours.
+    Schedule,
+    /// The store is closed.
+    Closed,
+    QuietHours,
+    /// This visit already had an offer.
+    Visit,
+    /// Another candidate of the same ping won the visit (higher priority, or same and smaller id).
+    Arbitration,
+    Cooldown,
+    /// The campaign's per-device window cap.
+    CampaignCap,
+    /// The global per-device cap per local day.
+    DailyCap,
+    DailyBudget,
+    TotalBudget,
+}
+
+impl Suppression {
+    pub const ALL: [Suppression; 12] = [
+        Self::NoConsent,
+        Self::Audience,
+        Self::Schedule,
+        Self::Closed,
+        Self::QuietHours,
+        Self::Visit,
+        Self::Arbitration,
+        Self::Cooldown,
+        Self::CampaignCap,
+        Self::DailyCap,
+        Self::DailyBudget,
+        Self::TotalBudget,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::NoConsent => "no_consent",
+            Self::Audience => "audience",
+            Self::Schedule => "schedule",
+            Self::Closed => "closed",
+            Self::QuietHours => "quiet_hours",
+            Self::Visit => "visit",
+            Self::Arbitration => "arbitration",
+            Self::Cooldown => "cooldown",
+            Self::CampaignCap => "campaign_cap",
+            Self::DailyCap => "daily_cap",
+            Self::DailyBudget => "daily_budget",
+            Self::TotalBudget => "total_budget",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Whose local time quiet hours and the daily cap are read in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LocalTimeOf {
+    Store,
+    /// The device's profile attribute `timezone` (an IANA name); the store's when it has none.
+    Device,
+}
+
+/// Limits across all campaigns.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CapsConfig {
+    /// At most this many offers per device per local calendar day, all campaigns together
+    /// (0: no cap).
+    pub per_device_daily: u32,
+    /// No offers during these local hours, e.g. `"21:00-09:00"`.
+    pub quiet_hours: Option<DailyWindow>,
+    pub local_time: LocalTimeOf,
+    /// At most one offer per device per visit to a store.
+    pub one_offer_per_visit: bool,
+}
+
+impl Default for CapsConfig {
+    fn default() -> Self {
+        Self {
+            per_device_daily: 3,
+            quiet_hours: None,
+            local_time: LocalTimeOf::Store,
+            one_offer_per_visit: true,
+        }
+    }
+}
+
+/// One offer made to a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Issued {
+    pub campaign: CampaignIdx,
+    pub at: Timestamp,
+}
+
+/// A device's recent offers, oldest first. Exactly sized (see `presence::Tracks`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ledger(Vec<Issued>);
+
+const DAY_MS: i64 = 86_400_000;
+
+impl Ledger {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn entries(&self) -> &[Issued] {
+        &self.0
+    }
+
+    pub fn heap_bytes(&self) -> usize {
+        self.0.capacity() * std::mem::size_of::<Issued>()
+    }
+
+    /// The per-device checks for campaign `c` at `at`; `day` is the local calendar day `at`
+    /// falls in, as `[start, end)`.
+    pub fn check(
+        &self,
+        ci: CampaignIdx,
+        c: &Campaign,
+        at: Timestamp,
+        day: (Timestamp, Timestamp),
+        per_device_daily: u32,
+    ) -> Result<(), Suppression> {
+        let near = |w: i64| {
+            self.0
+                .iter()
+                .filter(move |e| e.campaign == ci && (e.at.0 - at.0).abs() < w)
+        };
+        let cooldown = i64::from(c.caps.cooldown_s) * 1000;
+        if cooldown > 0 && near(cooldown).next().is_some() {
+            return Err(Suppression::Cooldown);
+        }
+        for w in &c.caps.per_device {
+            if near(i64::from(w.window_s) * 1000).count() >= w.max as usize {
+                return Err(Suppression::CampaignCap);
+            }
+        }
+        if per_device_daily > 0 {
+            let today = self
+                .0
+                .iter()
+                .filter(|e| e.at >= day.0 && e.at < day.1)
+                .count();
+            if today >= per_device_daily as usize {
+                return Err(Suppression::DailyCap);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn record(&mut self, campaign: CampaignIdx, at: Timestamp) {
+        let i = self.0.partition_point(|e| e.at <= at);
+        self.0.reserve_exact(1);
+        self.0.insert(i, Issued { campaign, at });
+    }
+
+    /// Forgets offers no cap can see any more from `now` (`horizon_ms` back, and two days for
+    /// the daily cap in any zone).
+    pub fn prune(&mut self, now: Timestamp, horizon_ms: i64) {
+        let keep_from = now.0 - horizon_ms.max(2 * DAY_MS);
+        let old = self.0.partition_point(|e| e.at.0 < keep_from);
+        if old > 0 {
+            self.0.drain(..old);
+            self.0.shrink_to_fit();
+        }
+    }
+}
+
+/// Campaign budgets: offers so far, in total and per day in the budget's zone.
+#[derive(Debug, Clone, Default)]
+pub struct Budgets {
+    total: Vec<u64>,
+    daily: FxHashMap<(CampaignIdx, LocalDay), u32>,
+}
+
+impl Budgets {
+    pub fn new(campaigns: usize) -> Self {
+        Self {
+            total: vec![0; campaigns],
+            daily: FxHashMap::default(),
+        }
+    }
+
+    pub fn spent(&self, c: CampaignIdx) -> u64 {
+        self.total[c.get()]
+    }
+
+    fn day(c: &Campaign, at: Timestamp) -> LocalDay {
+        c.budget.timezone.local(at).day
+    }
+
+    pub fn check(&self, ci: CampaignIdx, c: &Campaign, at: Timestamp) -> Result<(), Suppression> {
+        if let Some(daily) = c.budget.daily {
+            let spent = self.daily.get(&(ci, Self::day(c, at))).copied();
+            if spent.unwrap_or(0) >= daily {
+                return Err(Suppression::DailyBudget);
+            }
+        }
+        if c.budget.total.is_some_and(|t| self.total[ci.get()] >= t) {
+            return Err(Suppression::TotalBudget);
+        }
+        Ok(())
+    }
+
+    pub fn record(&mut self, ci: CampaignIdx, c: &Campaign, at: Timestamp) {
+        self.total[ci.get()] += 1;
+        if c.budget.daily.is_some() {
+            *self.daily.entry((ci, Self::day(c, at))).or_insert(0) += 1;
+        }
+    }
+}
+
+/// The local calendar day `at` falls in, as `[start, end)`.
+pub fn local_day(zone: &Zone, at: Timestamp) -> (Timestamp, Timestamp) {
+    let day = zone.local(at).day;
+    (zone.day_start(day), zone.day_start(LocalDay(day.0 + 1)))
+}
