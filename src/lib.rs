@@ -7,6 +7,8 @@
 //! - [`fence`]: store geofences — loading GeoJSON (§1–2) and the index that answers which
 //!   fences cover a point (`containing`) and which are near (`nearby`).
 //! - [`beacon`]: the iBeacon registry (§3).
+//! - [`profile`]: device profiles (§5), decoded once into compact typed attributes.
+//! - [`audience`]: audience rules over profile attributes — who a campaign is for.
 //! - [`sphere`], [`time`]: the units everything above speaks: positions, metres, event time.
 //! - [`match_cmd`]: the offline `beckon match` command (§7) over the same index.
 //! - [`generate`]: deterministic synthetic fences and pings for benches and peer checks.
@@ -35,11 +37,13 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod audience;
 pub mod beacon;
 pub mod demo;
 pub mod fence;
 pub mod generate;
 pub mod match_cmd;
 pub mod ping;
+pub mod profile;
 pub mod sphere;
 pub mod time;
