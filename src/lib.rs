@@ -7,6 +7,8 @@
 //! - [`fence`]: store geofences — loading GeoJSON (§1–2) and the index that answers which
 //!   fences cover a point (`containing`) and which are near (`nearby`).
 //! - [`beacon`]: the iBeacon registry (§3).
+//! - [`profile`]: device profiles (§5), decoded once into compact typed attributes.
+//! - [`audience`]: audience rules over profile attributes — who a campaign is for.
 //! - [`sphere`], [`time`]: the units everything above speaks: positions, metres, event time.
 //! - [`local_time`]: IANA zones (bundled tzdb) and wall-clock time, for schedules and local-day caps.
 //! - [`hours`]: a store's weekly opening hours (fence property `hours`), asked "open now?".
@@ -37,6 +39,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod audience;
 pub mod beacon;
 pub mod demo;
 pub mod fence;
@@ -45,5 +48,6 @@ pub mod hours;
 pub mod local_time;
 pub mod match_cmd;
 pub mod ping;
+pub mod profile;
 pub mod sphere;
 pub mod time;
