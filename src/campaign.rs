@@ -399,8 +399,14 @@ impl Campaign {
                     .map_err(|e| err(key, e.to_string())),
             }
         }
-        let required = |v: Option<_>, key: &str| v.ok_or_else(|| err(key, "missing".into()));
-        let id: String = required(take(m, "id", err)?, "id")?;
+        fn required<T>(
+            v: Option<T>,
+            key: &str,
+            err: &dyn Fn(&str, String) -> CampaignError,
+        ) -> Result<T, CampaignError> {
+            v.ok_or_else(|| err(key, "missing".into()))
+        }
+        let id: String = required(take(m, "id", err)?, "id", err)?;
         if id.is_empty()
             || id.len() > MAX_ID_LEN
             || !id
@@ -412,7 +418,7 @@ impl Campaign {
                 format!("{id:?} must be 1..={MAX_ID_LEN} characters of a-z A-Z 0-9 - _ ."),
             ));
         }
-        let name: String = required(take(m, "name", err)?, "name")?;
+        let name: String = required(take(m, "name", err)?, "name", err)?;
         let status = take(m, "status", err)?.unwrap_or(Status::Active);
         let priority = take(m, "priority", err)?.unwrap_or(0);
         let schedule: Schedule = take(m, "schedule", err)?.unwrap_or_default();
@@ -421,10 +427,10 @@ impl Campaign {
                 return Err(err("schedule", format!("start {s} is not before end {e}")));
             }
         }
-        let trigger: Trigger = required(take(m, "trigger", err)?, "trigger")?;
-        match &trigger {
+        let trigger: Trigger = required(take(m, "trigger", err)?, "trigger", err)?;
+        match trigger {
             Trigger::Dwell { min_s: 0 } => return Err(err("trigger.min_s", "must be > 0".into())),
-            Trigger::Nearby { within_m } if !(within_m.is_finite() && *within_m > 0.0 && *within_m <= 5_000.0) => {
+            Trigger::Nearby { within_m } if !(within_m.is_finite() && within_m > 0.0 && within_m <= 5_000.0) => {
                 return Err(err("trigger.within_m", format!("must be in (0, 5000] metres, got {within_m}")))
             }
             _ => {}
@@ -433,7 +439,7 @@ impl Campaign {
         let anonymous = take(m, "anonymous", err)?.unwrap_or(false);
         let audience = match m.remove("audience") {
             None | Some(Value::Null) => None,
-            Some(v) => Some(Rule::parse(&v).map_err(|e| err("audience", e.to_string()))?),
+            Some(v) => Some(Rule::parse(&v, "audience").map_err(|e| err(&e.path, e.reason.to_string()))?),
         };
         if anonymous && (audience.is_some() || place.route.is_some()) {
             return Err(err(
@@ -441,7 +447,7 @@ impl Campaign {
                 "anonymous campaigns cannot have an audience or a route: devices without a profile have no attributes".into(),
             ));
         }
-        let raw: RawOffer = required(take(m, "offer", err)?, "offer")?;
+        let raw: RawOffer = required(take(m, "offer", err)?, "offer", err)?;
         let offer = OfferTemplate {
             title: Template::parse(&raw.title).map_err(|e| err("offer.title", e))?,
             body: Template::parse(&raw.body).map_err(|e| err("offer.body", e))?,
@@ -617,7 +623,7 @@ type ReachBox = GeomWithData<Rectangle<[f64; 2]>, FenceIdx>;
 /// campaigns a transition there can trigger.
 pub struct Campaigns {
     list: Vec<Campaign>,
-    /// Enter / dwell / exit campaigns selecting each fence.
+    /// Enter / dwell / exit / nearby campaigns selecting each fence.
     by_fence: Vec<SmallVec<[CampaignIdx; 2]>>,
     /// Beacon campaigns selecting each store (through any of its fences).
     by_store: Vec<SmallVec<[CampaignIdx; 2]>>,
@@ -661,14 +667,15 @@ impl Campaigns {
                 }
                 match &c.trigger {
                     Trigger::Enter | Trigger::Dwell { .. } | Trigger::Exit => by_fence[fi].push(ci),
+                    Trigger::Nearby { within_m } => {
+                        by_fence[fi].push(ci);
+                        reach_radius[fi] = reach_radius[fi].max(*within_m);
+                    }
                     Trigger::Beacon { .. } => {
                         let s: &mut SmallVec<_> = &mut by_store[stores.of_fence(FenceIdx(fi as u32)).get()];
                         if s.last() != Some(&ci) {
                             s.push(ci);
                         }
-                    }
-                    Trigger::Nearby { within_m } => {
-                        reach_radius[fi] = reach_radius[fi].max(*within_m);
                     }
                 }
             }
@@ -726,11 +733,6 @@ impl Campaigns {
 
     pub fn at_store(&self, s: StoreIdx) -> &[CampaignIdx] {
         &self.by_store[s.get()]
-    }
-
-    /// Whether any nearby campaign selects this fence within `distance`.
-    pub fn reaches(&self, f: FenceIdx) -> bool {
-        self.reach_radius[f.get()] > 0.0
     }
 
     /// The fences nearby campaigns reach from `p`, by fence, into `out` (cleared first).

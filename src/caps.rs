@@ -135,10 +135,6 @@ impl Ledger {
         &self.0
     }
 
-    pub fn heap_bytes(&self) -> usize {
-        self.0.capacity() * std::mem::size_of::<Issued>()
-    }
-
     /// The per-device checks for campaign `c` at `at`; `day` is the local calendar day `at`
     /// falls in, as `[start, end)`.
     pub fn check(

@@ -6,14 +6,20 @@
 //! - [`ping`]: bytes → a typed ping, or the reason it is not one (CONTRACTS §4).
 //! - [`fence`]: store geofences — loading GeoJSON (§1–2) and the index that answers which
 //!   fences cover a point (`containing`) and which are near (`nearby`).
-//! - [`beacon`]: the iBeacon registry (§3).
+//! - [`beacon`]: the iBeacon registry (§3); [`store`]: which fences and beacons make a store.
+//! - [`presence`]: per device, enter / dwell / exit in event time, from fixes and sightings.
 //! - [`profile`]: device profiles (§5), decoded once into compact typed attributes.
 //! - [`audience`]: audience rules over profile attributes — who a campaign is for.
+//! - [`campaign`]: campaigns (JSON/YAML) — where, when, who, what — compiled against the fences.
+//! - [`caps`]: per-device caps, cooldowns, quiet hours, campaign budgets; suppression reasons.
+//! - [`offer`]: offers and presence events (§6), deterministic ids, JSON encoding.
+//! - [`engine`]: composes the stages over a [`world::World`] and the [`device`] table; pure.
+//! - [`replay`]: `beckon replay`, the engine over a JSON Lines file (§7), with a summary.
 //! - [`sphere`], [`time`]: the units everything above speaks: positions, metres, event time.
 //! - [`local_time`]: IANA zones (bundled tzdb) and wall-clock time, for schedules and local-day caps.
 //! - [`hours`]: a store's weekly opening hours (fence property `hours`), asked "open now?".
 //! - [`match_cmd`]: the offline `beckon match` command (§7) over the same index.
-//! - [`generate`]: deterministic synthetic fences and pings for benches and peer checks.
+//! - [`generate`]: deterministic synthetic fences, pings and campaigns for benches and checks.
 //! - [`demo`]: the built-in fixtures replayed through the core (`beckon demo`).
 //!
 //! The core is synchronous and does no I/O: time is the ping's event time, never the clock.
@@ -41,13 +47,22 @@
 
 pub mod audience;
 pub mod beacon;
+pub mod campaign;
+pub mod caps;
 pub mod demo;
+pub mod device;
+pub mod engine;
 pub mod fence;
 pub mod generate;
 pub mod hours;
 pub mod local_time;
 pub mod match_cmd;
+pub mod offer;
 pub mod ping;
+pub mod presence;
 pub mod profile;
+pub mod replay;
 pub mod sphere;
+pub mod store;
 pub mod time;
+pub mod world;

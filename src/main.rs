@@ -1,8 +1,9 @@
 //! The `beckon` command line. Errors become `anyhow` reports here and only here.
 
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter};
+use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -11,7 +12,12 @@ use clap::{Args, Parser, Subcommand};
 use beckon::beacon::BeaconRegistry;
 use beckon::fence::{load_fences, CellScheme, FenceIndex, IndexOptions, LoadMode};
 use beckon::generate::{self, GenSpec};
+use beckon::campaign::load_campaigns;
+use beckon::engine::{Engine, EngineConfig};
 use beckon::match_cmd;
+use beckon::profile::{load_profiles, ProfileRecord};
+use beckon::replay::{self, Sinks};
+use beckon::world::World;
 
 #[derive(Parser)]
 #[command(
@@ -41,6 +47,42 @@ enum Command {
         /// Beacon registry (JSON array or JSON Lines).
         #[arg(long)]
         beacons: Option<PathBuf>,
+    },
+    /// Run the decision core over a JSON Lines ping file: the offers and presence events it
+    /// would emit, and a summary (CONTRACTS §7).
+    Replay {
+        #[command(flatten)]
+        fences: FenceArgs,
+        /// Beacon registry (JSON array or JSON Lines).
+        #[arg(long)]
+        beacons: Option<PathBuf>,
+        /// Campaign file (JSON or YAML; one campaign or a list) or a directory of them.
+        #[arg(long)]
+        campaigns: PathBuf,
+        /// Device profiles, JSON Lines (CONTRACTS §5).
+        #[arg(long)]
+        profiles: Option<PathBuf>,
+        /// JSON Lines file of pings ("-" for standard input).
+        #[arg(long)]
+        pings: PathBuf,
+        /// Engine tuning (JSON or YAML with `presence` and `caps` sections).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Where offers go ("-": standard output).
+        #[arg(long, default_value = "-")]
+        offers: PathBuf,
+        /// Where presence events go (none if absent).
+        #[arg(long)]
+        presence: Option<PathBuf>,
+        /// Where invalid lines go, with their line number and reason.
+        #[arg(long)]
+        dead_letters: Option<PathBuf>,
+        /// Where the JSON summary goes (also printed to standard error).
+        #[arg(long)]
+        summary: Option<PathBuf>,
+        /// Exit devices still present when the input ends (forecast a closed day).
+        #[arg(long)]
+        close_at_end: bool,
     },
     /// Replay the built-in fixtures through the core and show what happens (no setup needed).
     Demo,
@@ -114,6 +156,19 @@ impl FenceArgs {
     }
 }
 
+/// Engine tuning from a JSON or YAML file.
+fn load_config(path: &Path) -> Result<EngineConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config {}", path.display()))?;
+    let yaml = matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"));
+    let cfg = if yaml {
+        serde_yaml_ng::from_str(&text).map_err(anyhow::Error::from)
+    } else {
+        serde_json::from_str(&text).map_err(anyhow::Error::from)
+    };
+    cfg.with_context(|| format!("invalid config {}", path.display()))
+}
+
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Match { fences, pings } => {
@@ -176,6 +231,83 @@ fn main() -> Result<()> {
                     path.display(),
                     registry.len()
                 );
+            }
+        }
+        Command::Replay {
+            fences,
+            beacons,
+            campaigns,
+            profiles,
+            pings,
+            config,
+            offers,
+            presence,
+            dead_letters,
+            summary,
+            close_at_end,
+        } => {
+            let cfg: EngineConfig = match &config {
+                Some(path) => load_config(path)?,
+                None => EngineConfig::default(),
+            };
+            if let Err(e) = cfg.presence.validate() {
+                bail!("invalid engine config: {e}");
+            }
+            let index = fences.load()?;
+            let registry = match &beacons {
+                Some(path) => BeaconRegistry::load(path)
+                    .with_context(|| format!("loading beacons from {}", path.display()))?,
+                None => BeaconRegistry::default(),
+            };
+            let list = load_campaigns(&campaigns)
+                .with_context(|| format!("loading campaigns from {}", campaigns.display()))?;
+            let world = World::new(index, registry, list, cfg.presence.exit_buffer_m)
+                .context("joining beacons to stores")?;
+            let mut engine = Engine::new(Arc::new(world), cfg);
+            if let Some(path) = &profiles {
+                for (device_id, profile) in load_profiles(path)
+                    .with_context(|| format!("loading profiles from {}", path.display()))?
+                {
+                    engine.on_profile(ProfileRecord::Upsert {
+                        device_id: device_id.into(),
+                        profile,
+                    });
+                }
+            }
+            let create = |p: &Path| -> Result<Box<dyn Write>> {
+                if p == Path::new("-") {
+                    return Ok(Box::new(io::stdout().lock()));
+                }
+                Ok(Box::new(BufWriter::new(
+                    File::create(p).with_context(|| format!("creating {}", p.display()))?,
+                )))
+            };
+            let mut offers_w = create(&offers)?;
+            let mut presence_w = presence.as_deref().map(create).transpose()?;
+            let mut dead_w = dead_letters.as_deref().map(create).transpose()?;
+            let sinks = Sinks {
+                offers: &mut offers_w,
+                presence: presence_w.as_mut().map(|w| w as &mut dyn Write),
+                dead_letters: dead_w.as_mut().map(|w| w as &mut dyn Write),
+            };
+            let input: Box<dyn BufRead> = if pings == Path::new("-") {
+                Box::new(io::stdin().lock())
+            } else {
+                Box::new(BufReader::with_capacity(
+                    1 << 20,
+                    File::open(&pings).with_context(|| format!("opening pings {}", pings.display()))?,
+                ))
+            };
+            let report = replay::run(&mut engine, input, sinks, close_at_end)
+                .with_context(|| format!("replaying {}", pings.display()))?;
+            for w in [Some(&mut offers_w), presence_w.as_mut(), dead_w.as_mut()].into_iter().flatten() {
+                w.flush().context("writing output")?;
+            }
+            let json = serde_json::to_string_pretty(&report)?;
+            eprintln!("{json}");
+            if let Some(path) = summary {
+                std::fs::write(&path, json + "\n")
+                    .with_context(|| format!("writing {}", path.display()))?;
             }
         }
         Command::Demo => beckon::demo::run(io::stdout().lock()).context("running the demo")?,

@@ -68,6 +68,24 @@ pub enum PingError {
     Uuid(String),
 }
 
+impl PingError {
+    /// A short stable name for the reason, for counters and metric labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Oversize(_) => "oversize",
+            Self::Json(_) => "json",
+            Self::Missing(_) => "missing_field",
+            Self::WrongType { .. } => "wrong_type",
+            Self::UnknownType(_) => "unknown_type",
+            Self::DeviceId(_) => "device_id",
+            Self::Timestamp(_) => "timestamp",
+            Self::Position(_) => "position",
+            Self::OutOfRange { .. } => "out_of_range",
+            Self::Uuid(_) => "uuid",
+        }
+    }
+}
+
 /// A JSON string borrowed from the message unless it has escapes. (serde borrows a bare
 /// `Cow<str>` field, but not one inside an `Option`; the newtype makes it borrow there too.)
 #[derive(Deserialize)]

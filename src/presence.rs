@@ -238,11 +238,6 @@ impl Tracks {
         self.0.iter()
     }
 
-    /// Heap bytes held (for the memory bench).
-    pub fn heap_bytes(&self) -> usize {
-        self.0.capacity() * std::mem::size_of::<Track>()
-    }
-
     /// Whether the visit at `store` already had an offer.
     pub fn visit_offered(&self, store: StoreIdx) -> bool {
         self.0
@@ -314,7 +309,7 @@ impl Tracks {
                 t.flags &= !IN_RANGE;
             }
         }
-        self.remove_where(|t| t.subject & TAG == BEACON && !t.in_range() && now.0 - t.last > window);
+        self.remove_where(|t| t.subject & TAG == BEACON && !t.in_range() && now.0 - t.last.0 > window);
     }
 
     /// A beacon of `store` in range holds presence there against GPS.
@@ -367,17 +362,16 @@ impl Tracks {
                     t.last = fix.ts;
                 }
             } else if !fix.late {
-                let store = t.store;
-                if self.beacon_holds(store) {
-                    continue;
-                }
-                let t = &mut self.0[i];
                 if t.aux == NEVER.0 {
                     t.aux = fix.ts.0;
                 }
-                if clearance >= cfg.exit_buffer_m
-                    || fix.ts.0 - t.aux >= PresenceConfig::ms(cfg.exit_confirm_s)
-                {
+                let confirmed = clearance >= cfg.exit_buffer_m
+                    || fix.ts.0 - t.aux >= PresenceConfig::ms(cfg.exit_confirm_s);
+                // A beacon in range outvotes GPS: the exit waits (still dated at the first
+                // outside fix) until the beacon's hold runs out.
+                let store = t.store;
+                if confirmed && !self.beacon_holds(store) {
+                    let t = &mut self.0[i];
                     out.push(Transition::Exit {
                         fence: f,
                         ts: Timestamp(t.aux),

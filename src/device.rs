@@ -1,0 +1,108 @@
+//! Devices: everything the core keeps per device — its profile, presence tracks and offer
+//! ledger — in one table keyed by device id.
+//!
+//! Ids live in one byte arena and the hash table holds 4-byte slot numbers, so a million tracked
+//! devices cost their state, not a million small string allocations (README, "Performance").
+
+use hashbrown::{DefaultHashBuilder, HashTable};
+use std::hash::BuildHasher;
+
+use crate::caps::Ledger;
+use crate::presence::Tracks;
+use crate::profile::Profile;
+use crate::time::Timestamp;
+
+/// A device's position in the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DeviceSlot(pub u32);
+
+/// What the core knows about one device.
+#[derive(Debug, Clone)]
+pub struct Device {
+    /// Newest event time applied: older pings cannot rewind the state.
+    pub newest: Timestamp,
+    pub profile: Option<Box<Profile>>,
+    pub tracks: Tracks,
+    pub ledger: Ledger,
+    id_at: u32,
+    id_len: u8,
+}
+
+#[derive(Default)]
+pub struct Devices {
+    table: HashTable<u32>,
+    hasher: DefaultHashBuilder,
+    ids: Vec<u8>,
+    slots: Vec<Device>,
+}
+
+impl Devices {
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    pub fn find(&self, id: &str) -> Option<DeviceSlot> {
+        let hash = self.hasher.hash_one(id.as_bytes());
+        self.table
+            .find(hash, |&s| self.id_of(s) == id.as_bytes())
+            .map(|&s| DeviceSlot(s))
+    }
+
+    /// The device's slot, added (with empty state) if it is new. Ids are at most 128 bytes
+    /// (the decoders refuse longer ones).
+    pub fn slot(&mut self, id: &str) -> DeviceSlot {
+        let hash = self.hasher.hash_one(id.as_bytes());
+        let Self {
+            table,
+            hasher,
+            ids,
+            slots,
+        } = self;
+        let id_of = |s: u32| {
+            let d = &slots[s as usize];
+            &ids[d.id_at as usize..d.id_at as usize + usize::from(d.id_len)]
+        };
+        if let Some(&s) = table.find(hash, |&s| id_of(s) == id.as_bytes()) {
+            return DeviceSlot(s);
+        }
+        let s = slots.len() as u32;
+        let at = ids.len() as u32;
+        ids.extend_from_slice(id.as_bytes());
+        slots.push(Device {
+            newest: Timestamp(i64::MIN),
+            profile: None,
+            tracks: Tracks::default(),
+            ledger: Ledger::default(),
+            id_at: at,
+            id_len: id.len().min(usize::from(u8::MAX)) as u8,
+        });
+        let (ids, slots) = (&*ids, &*slots);
+        table.insert_unique(hash, s, |&s| {
+            let d = &slots[s as usize];
+            hasher.hash_one(&ids[d.id_at as usize..d.id_at as usize + usize::from(d.id_len)])
+        });
+        DeviceSlot(s)
+    }
+
+    fn id_of(&self, s: u32) -> &[u8] {
+        let d = &self.slots[s as usize];
+        &self.ids[d.id_at as usize..d.id_at as usize + usize::from(d.id_len)]
+    }
+
+    pub fn id(&self, s: DeviceSlot) -> &str {
+        // Ids entered the arena as whole `&str`s.
+        std::str::from_utf8(self.id_of(s.0)).unwrap_or_default()
+    }
+
+    pub fn get(&self, s: DeviceSlot) -> &Device {
+        &self.slots[s.0 as usize]
+    }
+
+    pub fn get_mut(&mut self, s: DeviceSlot) -> &mut Device {
+        &mut self.slots[s.0 as usize]
+    }
+}

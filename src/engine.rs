@@ -1,0 +1,468 @@
+//! The decision core: ping → match → presence → campaigns → caps → offers. Pure and
+//! deterministic: event time comes from the pings, nothing reads a clock or a random source, and
+//! the same inputs in the same order give the same outputs. The streaming runtime, `beckon
+//! replay` and the benches all drive this one type.
+//!
+//! Per-device decisions depend only on that device's pings and profile, so devices can be split
+//! across engines (Kafka partitions) with the same offers — except campaign budgets, the one
+//! thing shared across devices.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use crate::campaign::{CampaignIdx, Trigger, TriggerKind};
+use crate::caps::{self, Budgets, CapsConfig, LocalTimeOf, Suppression};
+use crate::device::{DeviceSlot, Devices};
+use crate::fence::{FenceIdx, Hits};
+use crate::local_time::Zone;
+use crate::offer::{Offer, Output, PresenceEvent, PresenceKind};
+use crate::ping::{Ping, PingKind};
+use crate::presence::{Fix, PresenceConfig, Reach, Transition};
+use crate::profile::{AttrValue, Profile, ProfileRecord};
+use crate::sphere::Meters;
+use crate::store::StoreIdx;
+use crate::time::Timestamp;
+use crate::world::World;
+
+/// The core's tuning: `presence` and `caps` sections of the config file.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineConfig {
+    pub presence: PresenceConfig,
+    pub caps: CapsConfig,
+}
+
+/// Counters for metrics and the replay report.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Stats {
+    pub location_pings: u64,
+    pub beacon_pings: u64,
+    /// Older than the device's newest ping by more than the allowed lateness.
+    pub too_late: u64,
+    /// Less accurate than `presence.max_accuracy_m`.
+    pub imprecise: u64,
+    /// Sightings of beacons not in the registry.
+    pub unknown_beacon: u64,
+    /// Presence events by kind: enter, dwell, exit.
+    pub presence: [u64; 3],
+    /// Offers and suppressed candidates, per campaign.
+    pub offers: Vec<u64>,
+    pub suppressed: Vec<[u64; Suppression::ALL.len()]>,
+}
+
+impl Stats {
+    pub fn suppressed_by_reason(&self) -> [u64; Suppression::ALL.len()] {
+        let mut all = [0; Suppression::ALL.len()];
+        for per in &self.suppressed {
+            for (a, n) in all.iter_mut().zip(per) {
+                *a += n;
+            }
+        }
+        all
+    }
+}
+
+/// A campaign that a transition could trigger.
+#[derive(Debug, Clone, Copy)]
+struct Candidate {
+    campaign: CampaignIdx,
+    fence: FenceIdx,
+    store: StoreIdx,
+    trigger: TriggerKind,
+    ts: Timestamp,
+    distance: Meters,
+    /// The visit had an offer (for exits, whose track is already gone).
+    visit_offered: bool,
+}
+
+pub struct Engine {
+    world: Arc<World>,
+    cfg: EngineConfig,
+    devices: Devices,
+    budgets: Budgets,
+    stats: Stats,
+    /// Devices with tracks, by when they would count as silent (lazy: re-checked when popped).
+    silence: BinaryHeap<Reverse<(i64, u32)>>,
+    /// Newest event time seen.
+    watermark: Timestamp,
+    hits: Hits,
+    reach: Vec<Reach>,
+    transitions: Vec<Transition>,
+    candidates: Vec<Candidate>,
+}
+
+impl Engine {
+    pub fn new(world: Arc<World>, cfg: EngineConfig) -> Self {
+        let n = world.campaigns.len();
+        Self {
+            budgets: Budgets::new(n),
+            stats: Stats {
+                offers: vec![0; n],
+                suppressed: vec![[0; Suppression::ALL.len()]; n],
+                ..Stats::default()
+            },
+            world,
+            cfg,
+            devices: Devices::default(),
+            silence: BinaryHeap::new(),
+            watermark: Timestamp(i64::MIN),
+            hits: Hits::new(),
+            reach: Vec::new(),
+            transitions: Vec::new(),
+            candidates: Vec::new(),
+        }
+    }
+
+    pub fn world(&self) -> &Arc<World> {
+        &self.world
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    pub fn devices(&self) -> &Devices {
+        &self.devices
+    }
+
+    pub fn budgets(&self) -> &Budgets {
+        &self.budgets
+    }
+
+    /// A profile update (CONTRACTS §5); it applies from the device's next ping on.
+    pub fn on_profile(&mut self, record: ProfileRecord<'_>) {
+        match record {
+            ProfileRecord::Upsert { device_id, profile } => {
+                let s = self.devices.slot(&device_id);
+                self.devices.get_mut(s).profile = Some(Box::new(profile));
+            }
+            ProfileRecord::Delete { device_id } => {
+                if let Some(s) = self.devices.find(&device_id) {
+                    self.devices.get_mut(s).profile = None;
+                }
+            }
+        }
+    }
+
+    /// One valid ping, in arrival order. What it causes is appended to `out`.
+    pub fn on_ping(&mut self, ping: &Ping<'_>, out: &mut Output) {
+        let slot = self.devices.slot(&ping.device_id);
+        let p = &self.cfg.presence;
+        let world = &*self.world;
+        let dev = self.devices.get_mut(slot);
+        let late = ping.ts < dev.newest;
+        if late && dev.newest.0 - ping.ts.0 > i64::from(p.max_lateness_s) * 1000 {
+            self.stats.too_late += 1;
+            return;
+        }
+        self.transitions.clear();
+        if !late {
+            if ping.ts.0 - dev.newest.0 >= i64::from(p.silence_s) * 1000 {
+                dev.tracks.close_all(&mut self.transitions);
+            }
+            dev.newest = ping.ts;
+        }
+        let had_tracks = !dev.tracks.is_empty();
+        match ping.kind {
+            PingKind::Location { at, accuracy, .. } => {
+                self.stats.location_pings += 1;
+                let accuracy = accuracy.unwrap_or(Meters(p.unknown_accuracy_m));
+                if accuracy.0 > p.max_accuracy_m {
+                    self.stats.imprecise += 1;
+                } else {
+                    world.fences.containing(at, &mut self.hits);
+                    world.campaigns.reach(at, &world.fences, &mut self.reach);
+                    let fix = Fix {
+                        ts: ping.ts,
+                        at,
+                        accuracy,
+                        late,
+                    };
+                    dev.tracks
+                        .on_fix(&fix, &self.hits, &self.reach, world, p, &mut self.transitions);
+                }
+            }
+            PingKind::Beacon { beacon, rssi, .. } => {
+                self.stats.beacon_pings += 1;
+                match world.beacons.get(&beacon) {
+                    None => self.stats.unknown_beacon += 1,
+                    Some(_) if late => {}
+                    Some((b, _)) => {
+                        dev.tracks
+                            .on_sighting(ping.ts, b, rssi, world, p, &mut self.transitions)
+                    }
+                }
+            }
+        }
+        if !had_tracks && !dev.tracks.is_empty() {
+            let due = silent_at(p, dev.newest);
+            self.silence.push(Reverse((due, slot.0)));
+        }
+        self.decide(slot, out);
+        if ping.ts > self.watermark {
+            self.watermark = ping.ts;
+            self.sweep(out);
+        }
+    }
+
+    /// Moves event time to `now` without a ping (e.g. a partition gone idle), so silent devices
+    /// exit.
+    pub fn advance(&mut self, now: Timestamp, out: &mut Output) {
+        if now > self.watermark {
+            self.watermark = now;
+            self.sweep(out);
+        }
+    }
+
+    fn sweep(&mut self, out: &mut Output) {
+        while let Some(&Reverse((at, s))) = self.silence.peek() {
+            if at > self.watermark.0 {
+                break;
+            }
+            self.silence.pop();
+            let slot = DeviceSlot(s);
+            let dev = self.devices.get(slot);
+            if dev.tracks.is_empty() {
+                continue;
+            }
+            let due = silent_at(&self.cfg.presence, dev.newest);
+            if due > self.watermark.0 {
+                self.silence.push(Reverse((due, s)));
+                continue;
+            }
+            self.transitions.clear();
+            self.devices
+                .get_mut(slot)
+                .tracks
+                .close_all(&mut self.transitions);
+            self.decide(slot, out);
+        }
+    }
+
+    /// Turns the device's transitions into presence events and candidates, and the candidates
+    /// into at most one offer per visit.
+    fn decide(&mut self, slot: DeviceSlot, out: &mut Output) {
+        if self.transitions.is_empty() {
+            return;
+        }
+        let world = &*self.world;
+        let campaigns = &world.campaigns;
+        let dwell_ms = i64::from(self.cfg.presence.dwell_s) * 1000;
+        let id = self.devices.id(slot);
+        self.candidates.clear();
+        for &t in &self.transitions {
+            let mut event = |fence, event, ts: Timestamp, since: Timestamp| {
+                self.stats.presence[event as usize] += 1;
+                out.presence.push(PresenceEvent {
+                    device_id: id.into(),
+                    fence,
+                    event,
+                    ts,
+                    dwell_s: ((ts.0 - since.0) / 1000).max(0) as u64,
+                });
+            };
+            let mut candidate = |campaign, fence, trigger, ts, distance, visit_offered| {
+                self.candidates.push(Candidate {
+                    campaign,
+                    fence,
+                    store: world.stores.of_fence(fence),
+                    trigger,
+                    ts,
+                    distance,
+                    visit_offered,
+                })
+            };
+            match t {
+                Transition::Enter { fence, ts } => {
+                    event(fence, PresenceKind::Enter, ts, ts);
+                    for &c in campaigns.at_fence(fence) {
+                        if campaigns.get(c).trigger == Trigger::Enter {
+                            candidate(c, fence, TriggerKind::Enter, ts, Meters(0.0), false);
+                        }
+                    }
+                }
+                Transition::Stay {
+                    fence,
+                    since,
+                    before,
+                    now,
+                } => {
+                    let crossed = |ms: i64| before.0 - since.0 < ms && ms <= now.0 - since.0;
+                    if crossed(dwell_ms) {
+                        event(fence, PresenceKind::Dwell, now, since);
+                    }
+                    for &c in campaigns.at_fence(fence) {
+                        if let Trigger::Dwell { min_s } = campaigns.get(c).trigger {
+                            if crossed(i64::from(min_s) * 1000) {
+                                candidate(c, fence, TriggerKind::Dwell, now, Meters(0.0), false);
+                            }
+                        }
+                    }
+                }
+                Transition::Exit {
+                    fence,
+                    ts,
+                    since,
+                    offered,
+                } => {
+                    event(fence, PresenceKind::Exit, ts, since);
+                    for &c in campaigns.at_fence(fence) {
+                        if campaigns.get(c).trigger == Trigger::Exit {
+                            candidate(c, fence, TriggerKind::Exit, ts, Meters(0.0), offered);
+                        }
+                    }
+                }
+                Transition::InRange { beacon, ts } => {
+                    let store = world.stores.of_beacon(beacon);
+                    let zone = world.beacons.beacon(beacon).zone.as_deref();
+                    // The offer names the store's first fence (its fences sort by id).
+                    let Some(&fence) = world.stores.fences(store).first() else {
+                        continue;
+                    };
+                    for &c in campaigns.at_store(store) {
+                        if let Trigger::Beacon { zones } = &campaigns.get(c).trigger {
+                            if zones.is_empty() || zone.is_some_and(|z| zones.iter().any(|x| x == z))
+                            {
+                                candidate(c, fence, TriggerKind::Beacon, ts, Meters(0.0), false);
+                            }
+                        }
+                    }
+                }
+                Transition::Near {
+                    fence,
+                    ts,
+                    distance,
+                    closest_before,
+                } => {
+                    for &c in campaigns.at_fence(fence) {
+                        if let Trigger::Nearby { within_m } = campaigns.get(c).trigger {
+                            if distance.0 <= within_m && within_m < closest_before.0 {
+                                candidate(c, fence, TriggerKind::Nearby, ts, distance, false);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if !self.candidates.is_empty() {
+            self.arbitrate(slot, out);
+        }
+    }
+
+    fn arbitrate(&mut self, slot: DeviceSlot, out: &mut Output) {
+        let world = &*self.world;
+        let campaigns = &world.campaigns;
+        let caps = &self.cfg.caps;
+        let dev = self.devices.get(slot);
+        let profile = dev.profile.as_deref();
+        let suppress = |stats: &mut Stats, c: CampaignIdx, why: Suppression| {
+            stats.suppressed[c.get()][why.index()] += 1;
+        };
+        // Who, when, where: checks that do not depend on other offers.
+        self.candidates.retain(|k| {
+            let c = campaigns.get(k.campaign);
+            let fence = world.fences.fence(k.fence);
+            let zone = fence.props.timezone.as_ref();
+            let local = zone.unwrap_or(&UTC).local(k.ts);
+            let why = match profile {
+                Some(p) if !p.consent => Some(Suppression::NoConsent),
+                None if !c.anonymous => Some(Suppression::NoConsent),
+                _ if !(c.audience.as_ref().is_none_or(|r| profile.is_some_and(|p| r.matches(p)))
+                    && c.place.routes(fence, profile)) =>
+                {
+                    Some(Suppression::Audience)
+                }
+                _ if !c.in_schedule(k.ts, local) => Some(Suppression::Schedule),
+                _ if c.schedule.opening_hours
+                    && fence.props.hours.as_ref().is_some_and(|h| !h.is_open(local)) =>
+                {
+                    Some(Suppression::Closed)
+                }
+                _ if caps.quiet_hours.is_some_and(|q| {
+                    q.contains(caps_zone(caps, zone, profile).local(k.ts).second_of_day)
+                }) =>
+                {
+                    Some(Suppression::QuietHours)
+                }
+                _ => None,
+            };
+            match why {
+                Some(why) => {
+                    suppress(&mut self.stats, k.campaign, why);
+                    false
+                }
+                None => true,
+            }
+        });
+        // Highest priority first; ties to the smaller campaign id, then fence, then time.
+        self.candidates.sort_by_key(|k| {
+            (
+                Reverse(campaigns.get(k.campaign).priority),
+                k.campaign,
+                k.fence,
+                k.ts,
+            )
+        });
+        let horizon = campaigns.horizon_ms();
+        let mut won: smallvec::SmallVec<[StoreIdx; 2]> = smallvec::SmallVec::new();
+        for k in &self.candidates {
+            let c = campaigns.get(k.campaign);
+            let dev = self.devices.get_mut(slot);
+            let zone = world.fences.fence(k.fence).props.timezone.as_ref();
+            let day = caps::local_day(&caps_zone(caps, zone, dev.profile.as_deref()), k.ts);
+            let verdict = if caps.one_offer_per_visit && won.contains(&k.store) {
+                Err(Suppression::Arbitration)
+            } else if caps.one_offer_per_visit
+                && (k.visit_offered || dev.tracks.visit_offered(k.store))
+            {
+                Err(Suppression::Visit)
+            } else {
+                dev.ledger
+                    .check(k.campaign, c, k.ts, day, caps.per_device_daily)
+                    .and_then(|()| self.budgets.check(k.campaign, c, k.ts))
+            };
+            if let Err(why) = verdict {
+                suppress(&mut self.stats, k.campaign, why);
+                continue;
+            }
+            dev.ledger.record(k.campaign, k.ts);
+            dev.ledger.prune(dev.newest, horizon);
+            dev.tracks.mark_offered(k.store);
+            self.budgets.record(k.campaign, c, k.ts);
+            self.stats.offers[k.campaign.get()] += 1;
+            won.push(k.store);
+            out.offers.push(Offer {
+                device_id: self.devices.id(slot).into(),
+                campaign: k.campaign,
+                fence: k.fence,
+                trigger: k.trigger,
+                event_ts: k.ts,
+                distance: k.distance,
+            });
+        }
+    }
+}
+
+/// When a device last heard at `newest` counts as silent. The allowed lateness is added so a
+/// device whose pings lag others' (a batched upload) is not exited before they arrive.
+fn silent_at(p: &PresenceConfig, newest: Timestamp) -> i64 {
+    newest.0 + (i64::from(p.silence_s) + i64::from(p.max_lateness_s)) * 1000
+}
+
+static UTC: std::sync::LazyLock<Zone> = std::sync::LazyLock::new(Zone::utc);
+
+/// The zone quiet hours and the daily cap are read in: the store's, or the device's own when
+/// configured and its profile's `timezone` names a valid one.
+fn caps_zone(caps: &CapsConfig, store: Option<&Zone>, profile: Option<&Profile>) -> Zone {
+    if caps.local_time == LocalTimeOf::Device {
+        if let Some(AttrValue::Text(name)) = profile.and_then(|p| p.get("timezone")) {
+            if let Ok(zone) = Zone::named(name) {
+                return zone;
+            }
+        }
+    }
+    store.cloned().unwrap_or_else(Zone::utc)
+}

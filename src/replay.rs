@@ -1,0 +1,160 @@
+//! `beckon replay` (CONTRACTS §7): the decision core over a JSON Lines file of pings, in file
+//! order — the offers and presence events the streaming engine would emit for the same input,
+//! and a summary: reach, offers per campaign and store, suppressions by reason, budget burn.
+//! It is the test harness and the "what would this campaign have done yesterday" forecast.
+
+use std::collections::BTreeMap;
+use std::io::{self, BufRead, Write};
+
+use serde::Serialize;
+
+use crate::caps::Suppression;
+use crate::engine::Engine;
+use crate::offer::Output;
+use crate::ping;
+use crate::time::Timestamp;
+
+/// Where replay writes what the core emitted.
+pub struct Sinks<'a> {
+    pub offers: &'a mut dyn Write,
+    pub presence: Option<&'a mut dyn Write>,
+    /// Invalid lines: `{"line":n,"error":…,"value":…}`.
+    pub dead_letters: Option<&'a mut dyn Write>,
+}
+
+/// What a replay did.
+#[derive(Debug, Default, Serialize, PartialEq)]
+pub struct Summary {
+    pub lines: u64,
+    pub invalid: BTreeMap<&'static str, u64>,
+    pub location_pings: u64,
+    pub beacon_pings: u64,
+    pub too_late: u64,
+    pub imprecise: u64,
+    pub unknown_beacon: u64,
+    pub presence: BTreeMap<&'static str, u64>,
+    /// Devices seen, and devices that got at least one offer.
+    pub devices: u64,
+    pub reach: u64,
+    pub offers: u64,
+    pub offers_by_campaign: BTreeMap<String, u64>,
+    pub offers_by_store: BTreeMap<String, u64>,
+    pub suppressed_by_reason: BTreeMap<&'static str, u64>,
+    pub suppressed_by_campaign: BTreeMap<String, BTreeMap<&'static str, u64>>,
+    pub budgets: BTreeMap<String, BudgetBurn>,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct BudgetBurn {
+    pub spent: u64,
+    pub total: Option<u64>,
+    pub daily: Option<u32>,
+}
+
+/// Replays `input` through `engine`. With `close_at_end`, devices still somewhere when the
+/// input ends are exited as of their last fix (a forecast of a whole day); without it, output
+/// is exactly what the streaming engine emits for the same pings.
+pub fn run(
+    engine: &mut Engine,
+    input: impl BufRead,
+    sinks: Sinks<'_>,
+    close_at_end: bool,
+) -> io::Result<Summary> {
+    let Sinks {
+        offers,
+        mut presence,
+        mut dead_letters,
+    } = sinks;
+    let mut summary = Summary::default();
+    let mut out = Output::default();
+    let mut buf = Vec::with_capacity(1 << 16);
+    let mut reached = rustc_hash::FxHashSet::default();
+    let world = engine.world().clone();
+    let mut emit = |out: &mut Output,
+                    buf: &mut Vec<u8>,
+                    presence: &mut Option<&mut dyn Write>,
+                    summary: &mut Summary|
+     -> io::Result<()> {
+        if let Some(w) = presence.as_mut() {
+            buf.clear();
+            for e in &out.presence {
+                e.encode(&world, buf);
+            }
+            w.write_all(buf)?;
+        }
+        buf.clear();
+        for o in &out.offers {
+            o.encode(&world, buf);
+            reached.insert(o.device_id.clone());
+            let store = &world.fences.fence(o.fence).props.store_id;
+            *summary.offers_by_store.entry(store.clone()).or_default() += 1;
+        }
+        offers.write_all(buf)?;
+        out.clear();
+        Ok(())
+    };
+    for (n, line) in input.split(b'\n').enumerate() {
+        let mut line = line?;
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        summary.lines += 1;
+        match ping::decode(&line) {
+            Ok(p) => engine.on_ping(&p, &mut out),
+            Err(e) => {
+                *summary.invalid.entry(e.kind()).or_default() += 1;
+                if let Some(w) = dead_letters.as_mut() {
+                    let value = String::from_utf8_lossy(&line);
+                    let letter = serde_json::json!({"line": n + 1, "error": e.to_string(), "value": value});
+                    writeln!(w, "{letter}")?;
+                }
+            }
+        }
+        emit(&mut out, &mut buf, &mut presence, &mut summary)?;
+    }
+    if close_at_end {
+        engine.advance(Timestamp(i64::MAX), &mut out);
+        emit(&mut out, &mut buf, &mut presence, &mut summary)?;
+    }
+    let stats = engine.stats();
+    summary.location_pings = stats.location_pings;
+    summary.beacon_pings = stats.beacon_pings;
+    summary.too_late = stats.too_late;
+    summary.imprecise = stats.imprecise;
+    summary.unknown_beacon = stats.unknown_beacon;
+    for (name, n) in ["enter", "dwell", "exit"].into_iter().zip(stats.presence) {
+        summary.presence.insert(name, n);
+    }
+    summary.devices = engine.devices().len() as u64;
+    summary.reach = reached.len() as u64;
+    for (ci, c) in world.campaigns.iter() {
+        let offers = stats.offers[ci.get()];
+        summary.offers += offers;
+        summary.offers_by_campaign.insert(c.id.clone(), offers);
+        let per: BTreeMap<_, _> = Suppression::ALL
+            .iter()
+            .map(|r| (r.name(), stats.suppressed[ci.get()][r.index()]))
+            .filter(|&(_, n)| n > 0)
+            .collect();
+        if !per.is_empty() {
+            summary.suppressed_by_campaign.insert(c.id.clone(), per);
+        }
+        if c.budget.total.is_some() || c.budget.daily.is_some() {
+            summary.budgets.insert(
+                c.id.clone(),
+                BudgetBurn {
+                    spent: engine.budgets().spent(ci),
+                    total: c.budget.total,
+                    daily: c.budget.daily,
+                },
+            );
+        }
+    }
+    for (r, n) in Suppression::ALL.iter().zip(stats.suppressed_by_reason()) {
+        summary.suppressed_by_reason.insert(r.name(), n);
+    }
+    Ok(summary)
+}
