@@ -154,13 +154,13 @@ impl Engine {
         let world = &*self.world;
         let dev = self.devices.get_mut(slot);
         let late = ping.ts < dev.newest;
-        if late && dev.newest.0 - ping.ts.0 > i64::from(p.max_lateness_s) * 1000 {
+        if late && dev.newest.0.saturating_sub(ping.ts.0) > i64::from(p.max_lateness_s) * 1000 {
             self.stats.too_late += 1;
             return;
         }
         self.transitions.clear();
         if !late {
-            if ping.ts.0 - dev.newest.0 >= i64::from(p.silence_s) * 1000 {
+            if ping.ts.0.saturating_sub(dev.newest.0) >= i64::from(p.silence_s) * 1000 {
                 dev.tracks.close_all(&mut self.transitions);
             }
             dev.newest = ping.ts;

@@ -305,7 +305,7 @@ impl Tracks {
             PresenceConfig::ms(cfg.beacon_window_s),
         );
         for t in self.0.iter_mut() {
-            if t.subject & TAG == BEACON && t.in_range() && now.0 - t.aux > hold {
+            if t.subject & TAG == BEACON && t.in_range() && now.0.saturating_sub(t.aux) > hold {
                 t.flags &= !IN_RANGE;
             }
         }
@@ -366,7 +366,7 @@ impl Tracks {
                     t.aux = fix.ts.0;
                 }
                 let confirmed = clearance >= cfg.exit_buffer_m
-                    || fix.ts.0 - t.aux >= PresenceConfig::ms(cfg.exit_confirm_s);
+                    || fix.ts.0.saturating_sub(t.aux) >= PresenceConfig::ms(cfg.exit_confirm_s);
                 // A beacon in range outvotes GPS: the exit waits (still dated at the first
                 // outside fix) until the beacon's hold runs out.
                 let store = t.store;
@@ -475,7 +475,7 @@ impl Tracks {
             }
         };
         let t = &mut self.0[i];
-        if ts.0 - t.last.0 > PresenceConfig::ms(cfg.beacon_window_s) {
+        if ts.0.saturating_sub(t.last.0) > PresenceConfig::ms(cfg.beacon_window_s) {
             t.n = 0;
         }
         t.samples = [rssi.0.clamp(-128, 127) as i8, t.samples[0], t.samples[1]];
