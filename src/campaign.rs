@@ -98,7 +98,7 @@ impl Trigger {
 }
 
 /// When a campaign runs. Days and hours are read in the store's time zone.
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Schedule {
     pub start: Option<Timestamp>,
@@ -117,6 +117,18 @@ pub struct Schedule {
 
 fn yes() -> bool {
     true
+}
+
+impl Default for Schedule {
+    fn default() -> Self {
+        Self {
+            start: None,
+            end: None,
+            days: Vec::new(),
+            hours: Vec::new(),
+            opening_hours: true,
+        }
+    }
 }
 
 /// Which fences a campaign is about. Each non-empty list must match (any of its values).
@@ -776,4 +788,90 @@ fn grow(b: &sphere::LonLatBox, d: Meters) -> ([f64; 2], [f64; 2]) {
         [(b.min[0] - dlon).max(-180.0), (b.min[1] - dlat).max(-90.0)],
         [(b.max[0] + dlon).min(180.0), (b.max[1] + dlat).min(90.0)],
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> Result<Vec<Campaign>, CampaignFileError> {
+        parse_campaigns(json.as_bytes(), false, "c.json")
+    }
+
+    fn error(json: &str) -> String {
+        match parse(json) {
+            Err(e) => e.to_string(),
+            Ok(c) => panic!("accepted {c:?}"),
+        }
+    }
+
+    const MINIMAL: &str = r#"{"id":"x","name":"X","trigger":{"type":"enter"},"offer":{"title":"Hi {store_name}","ttl_s":60}}"#;
+
+    #[test]
+    fn a_minimal_campaign_gets_defaults() {
+        let c = &parse(MINIMAL).unwrap()[0];
+        assert_eq!((c.status, c.priority, c.anonymous), (Status::Active, 0, false));
+        assert!(c.schedule.opening_hours);
+        assert_eq!(c.offer.title.0, [Piece::Text("Hi ".into()), Piece::StoreName]);
+    }
+
+    #[test]
+    fn yaml_and_json_give_the_same_campaign() {
+        let yaml = "id: x\nname: X\ntrigger: {type: dwell, min_s: 300}\noffer: {title: Hi, ttl_s: 60}\nschedule: {days: [sat, sun], hours: ['10:00-14:00']}\n";
+        let json = r#"{"id":"x","name":"X","trigger":{"type":"dwell","min_s":300},"offer":{"title":"Hi","ttl_s":60},"schedule":{"days":["sat","sun"],"hours":["10:00-14:00"]}}"#;
+        let (a, b) = (
+            parse_campaigns(yaml.as_bytes(), true, "c.yaml").unwrap(),
+            parse(json).unwrap(),
+        );
+        assert_eq!(format!("{a:?}"), format!("{b:?}"));
+    }
+
+    #[test]
+    fn errors_name_the_file_the_campaign_and_the_field() {
+        let cases = [
+            (r#"{"name":"X","trigger":{"type":"enter"},"offer":{"title":"t","ttl_s":1}}"#, "c.json: campaign #0: id: missing"),
+            (r#"{"id":"a b","name":"X","trigger":{"type":"enter"},"offer":{"title":"t","ttl_s":1}}"#, "campaign a b: id: \"a b\" must be"),
+            (r#"{"id":"x","name":"X","trigger":{"type":"teleport"},"offer":{"title":"t","ttl_s":1}}"#, "campaign x: trigger: unknown variant `teleport`"),
+            (r#"{"id":"x","name":"X","trigger":{"type":"dwell","min_s":0},"offer":{"title":"t","ttl_s":1}}"#, "campaign x: trigger.min_s: must be > 0"),
+            (r#"{"id":"x","name":"X","trigger":{"type":"nearby","within_m":-5},"offer":{"title":"t","ttl_s":1}}"#, "trigger.within_m: must be in (0, 5000]"),
+            (r#"{"id":"x","name":"X","trigger":{"type":"enter"},"offer":{"title":"{shop}","ttl_s":1}}"#, "offer.title: unknown placeholder {shop}"),
+            (r#"{"id":"x","name":"X","trigger":{"type":"enter"},"offer":{"title":"{coupon_code}","ttl_s":1}}"#, "offer: {coupon_code} is used but there is no coupon_prefix"),
+            (r#"{"id":"x","name":"X","trigger":{"type":"enter"},"offer":{"title":"t","ttl_s":1},"schedule":{"days":["someday"]}}"#, "campaign x: schedule: "),
+            (r#"{"id":"x","name":"X","trigger":{"type":"enter"},"offer":{"title":"t","ttl_s":1},"schedule":{"start":"2026-12-01T00:00:00Z","end":"2026-11-01T00:00:00Z"}}"#, "schedule: start 2026-12-01T00:00:00.000Z is not before end"),
+            (r#"{"id":"x","name":"X","trigger":{"type":"enter"},"offer":{"title":"t","ttl_s":1},"audience":{"all":[{"attr":"age","between":[60,20]}]}}"#, "campaign x: audience.all[0].between: min 60 is greater than max 20"),
+            (r#"{"id":"x","name":"X","trigger":{"type":"enter"},"offer":{"title":"t","ttl_s":1},"budget":{"daily":5,"timezone":"Mars/Olympus"}}"#, "campaign x: budget: "),
+            (r#"{"id":"x","name":"X","trigger":{"type":"enter"},"offer":{"title":"t","ttl_s":1},"colour":"red"}"#, "campaign x: colour: unknown field"),
+            (r#"{"id":"x","name":"X","trigger":{"type":"enter"},"offer":{"title":"t","ttl_s":1},"caps":{"per_device":[{"max":0,"window_s":60}]}}"#, "caps.per_device: max and window_s must be > 0"),
+            (r#"{"id":"x","name":"X","anonymous":true,"audience":{"attr":"age","gte":18},"trigger":{"type":"enter"},"offer":{"title":"t","ttl_s":1}}"#, "anonymous: anonymous campaigns cannot have an audience"),
+        ];
+        for (json, want) in cases {
+            let got = error(json);
+            assert!(got.contains(want), "{json}\n  want: {want}\n  got:  {got}");
+        }
+    }
+
+    #[test]
+    fn every_bad_campaign_of_a_file_is_listed_and_none_loads() {
+        let file = format!(r#"[{MINIMAL}, {{"id":"y"}}, {{"id":"z","name":"Z"}}]"#);
+        let e = error(&file);
+        assert!(e.starts_with("2 invalid campaign(s), none loaded"), "{e}");
+        assert!(e.contains("campaign y: name: missing") && e.contains("campaign z: trigger: missing"), "{e}");
+    }
+
+    #[test]
+    fn schedules_are_read_in_local_time() {
+        let json = r#"{"id":"x","name":"X","trigger":{"type":"enter"},"offer":{"title":"t","ttl_s":1},
+            "schedule":{"start":"2026-11-01T00:00:00+08:00","end":"2026-12-01T00:00:00+08:00","days":["sun"],"hours":["10:00-12:00","21:00-02:00"]}}"#;
+        let c = &parse(json).unwrap()[0];
+        let zone = Zone::named("Asia/Shanghai").unwrap();
+        let at = |s: &str| {
+            let t = Timestamp::parse(s).unwrap();
+            c.in_schedule(t, zone.local(t))
+        };
+        assert!(at("2026-11-22T10:00:00+08:00"));
+        assert!(!at("2026-11-22T12:00:00+08:00"), "hours are half-open");
+        assert!(at("2026-11-22T23:30:00+08:00"), "a window may cross midnight");
+        assert!(!at("2026-11-21T10:30:00+08:00"), "Saturday");
+        assert!(!at("2026-12-06T10:30:00+08:00"), "after the end");
+    }
 }

@@ -239,3 +239,33 @@ pub fn local_day(zone: &Zone, at: Timestamp) -> (Timestamp, Timestamp) {
     let day = zone.local(at).day;
     (zone.day_start(day), zone.day_start(LocalDay(day.0 + 1)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::campaign::parse_campaigns;
+
+    #[test]
+    fn window_caps_hold_whatever_order_offers_are_decided_in() {
+        let c = parse_campaigns(
+            br#"{"id":"x","name":"X","trigger":{"type":"exit"},"offer":{"title":"t","ttl_s":1},
+                "caps":{"per_device":[{"max":2,"window_s":3600}]}}"#,
+            false,
+            "t",
+        )
+        .unwrap()
+        .remove(0);
+        let ci = CampaignIdx(0);
+        let day = (Timestamp(i64::MIN), Timestamp(i64::MAX));
+        let mut ledger = Ledger::default();
+        let min = |m: i64| Timestamp(m * 60_000);
+        ledger.record(ci, min(100));
+        ledger.record(ci, min(130));
+        // An exit dated before both, decided after them: an hour from 75 would hold three.
+        assert_eq!(ledger.check(ci, &c, min(75), day, 0), Err(Suppression::CampaignCap));
+        assert_eq!(ledger.check(ci, &c, min(30), day, 0), Ok(()));
+        assert_eq!(ledger.check(ci, &c, min(100), day, 2), Err(Suppression::DailyCap));
+        ledger.prune(min(100 + 3 * 24 * 60), 3_600_000);
+        assert!(ledger.is_empty());
+    }
+}

@@ -523,3 +523,94 @@ impl Tracks {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::beacon::BeaconRegistry;
+    use crate::fence::{parse_fences, FenceIndex, Hits, IndexOptions, LoadMode};
+
+    /// A 100 m circle at (0, 0).
+    fn world() -> World {
+        let file = br#"{"type":"FeatureCollection","features":[{"type":"Feature","id":"c",
+            "properties":{"store_id":"s","radius_m":100},"geometry":{"type":"Point","coordinates":[0,0]}}]}"#;
+        let fences = parse_fences(file, LoadMode::Strict).unwrap().fences;
+        let index = FenceIndex::new(fences, IndexOptions::default());
+        World::new(index, BeaconRegistry::default(), Vec::new(), 25.0).unwrap()
+    }
+
+    /// A fix `m` metres north of the centre, at `s` seconds.
+    fn fix(tracks: &mut Tracks, w: &World, s: i64, m: f64, acc: f64, late: bool) -> Vec<Transition> {
+        let at = LatLon::new(crate::sphere::meters_to_lat_deg(Meters(m)), 0.0).unwrap();
+        let mut hits = Hits::new();
+        w.fences.containing(at, &mut hits);
+        let mut out = Vec::new();
+        let f = Fix { ts: Timestamp(s * 1000), at, accuracy: Meters(acc), late };
+        tracks.on_fix(&f, &hits, &[], w, &PresenceConfig::default(), &mut out);
+        out
+    }
+
+    fn kinds(t: &[Transition]) -> Vec<&'static str> {
+        t.iter()
+            .map(|t| match t {
+                Transition::Enter { .. } => "enter",
+                Transition::Stay { .. } => "stay",
+                Transition::Exit { .. } => "exit",
+                Transition::InRange { .. } => "in_range",
+                Transition::Near { .. } => "near",
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_fix_whose_accuracy_straddles_the_edge_is_no_evidence() {
+        let w = world();
+        let mut t = Tracks::default();
+        assert!(fix(&mut t, &w, 0, 90.0, 20.0, false).is_empty(), "inside, but the circle crosses the edge");
+        assert_eq!(kinds(&fix(&mut t, &w, 10, 50.0, 20.0, false)), ["enter"]);
+        assert!(fix(&mut t, &w, 20, 110.0, 30.0, false).is_empty(), "outside, but straddling");
+        assert_eq!(kinds(&fix(&mut t, &w, 30, 60.0, 5.0, false)), ["stay"]);
+    }
+
+    #[test]
+    fn exit_needs_the_buffer_or_the_confirmation_time() {
+        let w = world();
+        let mut t = Tracks::default();
+        fix(&mut t, &w, 0, 0.0, 5.0, false);
+        // 10 m clear of the edge (< 25 m buffer): pending, not yet an exit.
+        assert!(fix(&mut t, &w, 10, 115.0, 5.0, false).is_empty());
+        // Back inside: the pending exit was a false one.
+        assert_eq!(kinds(&fix(&mut t, &w, 20, 80.0, 5.0, false)), ["stay"]);
+        assert!(fix(&mut t, &w, 30, 115.0, 5.0, false).is_empty());
+        let out = fix(&mut t, &w, 90, 115.0, 5.0, false);
+        assert_eq!(out, [Transition::Exit { fence: FenceIdx(0), ts: Timestamp(30_000), since: Timestamp(0), offered: false }]);
+        // Far beyond the buffer: at once.
+        fix(&mut t, &w, 100, 0.0, 5.0, false);
+        assert_eq!(kinds(&fix(&mut t, &w, 110, 200.0, 5.0, false)), ["exit"]);
+    }
+
+    #[test]
+    fn a_late_fix_neither_enters_nor_exits_but_cancels_a_pending_exit_it_postdates() {
+        let w = world();
+        let mut t = Tracks::default();
+        assert!(fix(&mut t, &w, 0, 0.0, 5.0, true).is_empty(), "late fixes do not enter");
+        fix(&mut t, &w, 10, 0.0, 5.0, false);
+        assert!(fix(&mut t, &w, 40, 115.0, 5.0, false).is_empty()); // pending since 40
+        assert!(fix(&mut t, &w, 20, 300.0, 5.0, true).is_empty(), "late fixes do not exit");
+        assert_eq!(kinds(&fix(&mut t, &w, 45, 0.0, 5.0, true)), ["stay"], "inside after 40");
+        // The pending exit was cancelled, so 60 s after 40 is not yet an exit.
+        assert!(fix(&mut t, &w, 100, 115.0, 5.0, false).is_empty());
+    }
+
+    #[test]
+    fn silence_exits_as_of_the_last_inside_fix() {
+        let w = world();
+        let mut t = Tracks::default();
+        fix(&mut t, &w, 0, 0.0, 5.0, false);
+        fix(&mut t, &w, 30, 0.0, 5.0, false);
+        let mut out = Vec::new();
+        t.close_all(&mut out);
+        assert_eq!(out, [Transition::Exit { fence: FenceIdx(0), ts: Timestamp(30_000), since: Timestamp(0), offered: false }]);
+        assert!(t.is_empty());
+    }
+}
