@@ -60,7 +60,9 @@ pub enum Trigger {
         zones: Vec<String>,
     },
     /// The device comes within `within_m` metres of a selected fence's edge (or inside it).
-    Nearby { within_m: f64 },
+    Nearby {
+        within_m: f64,
+    },
 }
 
 /// The `trigger` field of offers (CONTRACTS §6).
@@ -259,7 +261,10 @@ impl Template {
         let mut rest = s;
         while let Some(open) = rest.find(['{', '}']) {
             if rest[open..].starts_with('}') {
-                return Err(format!("unmatched '}}' at byte {}", s.len() - rest.len() + open));
+                return Err(format!(
+                    "unmatched '}}' at byte {}",
+                    s.len() - rest.len() + open
+                ));
             }
             if open > 0 {
                 pieces.push(Piece::Text(rest[..open].to_owned()));
@@ -442,8 +447,13 @@ impl Campaign {
         let trigger: Trigger = required(take(m, "trigger", err)?, "trigger", err)?;
         match trigger {
             Trigger::Dwell { min_s: 0 } => return Err(err("trigger.min_s", "must be > 0".into())),
-            Trigger::Nearby { within_m } if !(within_m.is_finite() && within_m > 0.0 && within_m <= 5_000.0) => {
-                return Err(err("trigger.within_m", format!("must be in (0, 5000] metres, got {within_m}")))
+            Trigger::Nearby { within_m }
+                if !(within_m.is_finite() && within_m > 0.0 && within_m <= 5_000.0) =>
+            {
+                return Err(err(
+                    "trigger.within_m",
+                    format!("must be in (0, 5000] metres, got {within_m}"),
+                ))
             }
             _ => {}
         }
@@ -451,7 +461,9 @@ impl Campaign {
         let anonymous = take(m, "anonymous", err)?.unwrap_or(false);
         let audience = match m.remove("audience") {
             None | Some(Value::Null) => None,
-            Some(v) => Some(Rule::parse(&v, "audience").map_err(|e| err(&e.path, e.reason.to_string()))?),
+            Some(v) => {
+                Some(Rule::parse(&v, "audience").map_err(|e| err(&e.path, e.reason.to_string()))?)
+            }
         };
         if anonymous && (audience.is_some() || place.route.is_some()) {
             return Err(err(
@@ -473,14 +485,19 @@ impl Campaign {
             return Err(err("offer.ttl_s", "must be > 0".into()));
         }
         let coupon = Piece::CouponCode;
-        if offer.coupon_prefix.is_none() && (offer.title.uses(&coupon) || offer.body.uses(&coupon)) {
+        if offer.coupon_prefix.is_none() && (offer.title.uses(&coupon) || offer.body.uses(&coupon))
+        {
             return Err(err(
                 "offer",
                 "{coupon_code} is used but there is no coupon_prefix".into(),
             ));
         }
         let caps: CampaignCaps = take(m, "caps", err)?.unwrap_or_default();
-        if let Some(w) = caps.per_device.iter().find(|w| w.max == 0 || w.window_s == 0) {
+        if let Some(w) = caps
+            .per_device
+            .iter()
+            .find(|w| w.max == 0 || w.window_s == 0)
+        {
             return Err(err(
                 "caps.per_device",
                 format!("max and window_s must be > 0, got {w:?}"),
@@ -684,7 +701,8 @@ impl Campaigns {
                         reach_radius[fi] = reach_radius[fi].max(*within_m);
                     }
                     Trigger::Beacon { .. } => {
-                        let s: &mut SmallVec<_> = &mut by_store[stores.of_fence(FenceIdx(fi as u32)).get()];
+                        let s: &mut SmallVec<_> =
+                            &mut by_store[stores.of_fence(FenceIdx(fi as u32)).get()];
                         if s.last() != Some(&ci) {
                             s.push(ci);
                         }
@@ -810,9 +828,15 @@ mod tests {
     #[test]
     fn a_minimal_campaign_gets_defaults() {
         let c = &parse(MINIMAL).unwrap()[0];
-        assert_eq!((c.status, c.priority, c.anonymous), (Status::Active, 0, false));
+        assert_eq!(
+            (c.status, c.priority, c.anonymous),
+            (Status::Active, 0, false)
+        );
         assert!(c.schedule.opening_hours);
-        assert_eq!(c.offer.title.0, [Piece::Text("Hi ".into()), Piece::StoreName]);
+        assert_eq!(
+            c.offer.title.0,
+            [Piece::Text("Hi ".into()), Piece::StoreName]
+        );
     }
 
     #[test]
@@ -829,20 +853,62 @@ mod tests {
     #[test]
     fn errors_name_the_file_the_campaign_and_the_field() {
         let cases = [
-            (r#"{"name":"X","trigger":{"type":"enter"},"offer":{"title":"t","ttl_s":1}}"#, "c.json: campaign #0: id: missing"),
-            (r#"{"id":"a b","name":"X","trigger":{"type":"enter"},"offer":{"title":"t","ttl_s":1}}"#, "campaign a b: id: \"a b\" must be"),
-            (r#"{"id":"x","name":"X","trigger":{"type":"teleport"},"offer":{"title":"t","ttl_s":1}}"#, "campaign x: trigger: unknown variant `teleport`"),
-            (r#"{"id":"x","name":"X","trigger":{"type":"dwell","min_s":0},"offer":{"title":"t","ttl_s":1}}"#, "campaign x: trigger.min_s: must be > 0"),
-            (r#"{"id":"x","name":"X","trigger":{"type":"nearby","within_m":-5},"offer":{"title":"t","ttl_s":1}}"#, "trigger.within_m: must be in (0, 5000]"),
-            (r#"{"id":"x","name":"X","trigger":{"type":"enter"},"offer":{"title":"{shop}","ttl_s":1}}"#, "offer.title: unknown placeholder {shop}"),
-            (r#"{"id":"x","name":"X","trigger":{"type":"enter"},"offer":{"title":"{coupon_code}","ttl_s":1}}"#, "offer: {coupon_code} is used but there is no coupon_prefix"),
-            (r#"{"id":"x","name":"X","trigger":{"type":"enter"},"offer":{"title":"t","ttl_s":1},"schedule":{"days":["someday"]}}"#, "campaign x: schedule: "),
-            (r#"{"id":"x","name":"X","trigger":{"type":"enter"},"offer":{"title":"t","ttl_s":1},"schedule":{"start":"2026-12-01T00:00:00Z","end":"2026-11-01T00:00:00Z"}}"#, "schedule: start 2026-12-01T00:00:00.000Z is not before end"),
-            (r#"{"id":"x","name":"X","trigger":{"type":"enter"},"offer":{"title":"t","ttl_s":1},"audience":{"all":[{"attr":"age","between":[60,20]}]}}"#, "campaign x: audience.all[0].between: min 60 is greater than max 20"),
-            (r#"{"id":"x","name":"X","trigger":{"type":"enter"},"offer":{"title":"t","ttl_s":1},"budget":{"daily":5,"timezone":"Mars/Olympus"}}"#, "campaign x: budget: "),
-            (r#"{"id":"x","name":"X","trigger":{"type":"enter"},"offer":{"title":"t","ttl_s":1},"colour":"red"}"#, "campaign x: colour: unknown field"),
-            (r#"{"id":"x","name":"X","trigger":{"type":"enter"},"offer":{"title":"t","ttl_s":1},"caps":{"per_device":[{"max":0,"window_s":60}]}}"#, "caps.per_device: max and window_s must be > 0"),
-            (r#"{"id":"x","name":"X","anonymous":true,"audience":{"attr":"age","gte":18},"trigger":{"type":"enter"},"offer":{"title":"t","ttl_s":1}}"#, "anonymous: anonymous campaigns cannot have an audience"),
+            (
+                r#"{"name":"X","trigger":{"type":"enter"},"offer":{"title":"t","ttl_s":1}}"#,
+                "c.json: campaign #0: id: missing",
+            ),
+            (
+                r#"{"id":"a b","name":"X","trigger":{"type":"enter"},"offer":{"title":"t","ttl_s":1}}"#,
+                "campaign a b: id: \"a b\" must be",
+            ),
+            (
+                r#"{"id":"x","name":"X","trigger":{"type":"teleport"},"offer":{"title":"t","ttl_s":1}}"#,
+                "campaign x: trigger: unknown variant `teleport`",
+            ),
+            (
+                r#"{"id":"x","name":"X","trigger":{"type":"dwell","min_s":0},"offer":{"title":"t","ttl_s":1}}"#,
+                "campaign x: trigger.min_s: must be > 0",
+            ),
+            (
+                r#"{"id":"x","name":"X","trigger":{"type":"nearby","within_m":-5},"offer":{"title":"t","ttl_s":1}}"#,
+                "trigger.within_m: must be in (0, 5000]",
+            ),
+            (
+                r#"{"id":"x","name":"X","trigger":{"type":"enter"},"offer":{"title":"{shop}","ttl_s":1}}"#,
+                "offer.title: unknown placeholder {shop}",
+            ),
+            (
+                r#"{"id":"x","name":"X","trigger":{"type":"enter"},"offer":{"title":"{coupon_code}","ttl_s":1}}"#,
+                "offer: {coupon_code} is used but there is no coupon_prefix",
+            ),
+            (
+                r#"{"id":"x","name":"X","trigger":{"type":"enter"},"offer":{"title":"t","ttl_s":1},"schedule":{"days":["someday"]}}"#,
+                "campaign x: schedule: ",
+            ),
+            (
+                r#"{"id":"x","name":"X","trigger":{"type":"enter"},"offer":{"title":"t","ttl_s":1},"schedule":{"start":"2026-12-01T00:00:00Z","end":"2026-11-01T00:00:00Z"}}"#,
+                "schedule: start 2026-12-01T00:00:00.000Z is not before end",
+            ),
+            (
+                r#"{"id":"x","name":"X","trigger":{"type":"enter"},"offer":{"title":"t","ttl_s":1},"audience":{"all":[{"attr":"age","between":[60,20]}]}}"#,
+                "campaign x: audience.all[0].between: min 60 is greater than max 20",
+            ),
+            (
+                r#"{"id":"x","name":"X","trigger":{"type":"enter"},"offer":{"title":"t","ttl_s":1},"budget":{"daily":5,"timezone":"Mars/Olympus"}}"#,
+                "campaign x: budget: ",
+            ),
+            (
+                r#"{"id":"x","name":"X","trigger":{"type":"enter"},"offer":{"title":"t","ttl_s":1},"colour":"red"}"#,
+                "campaign x: colour: unknown field",
+            ),
+            (
+                r#"{"id":"x","name":"X","trigger":{"type":"enter"},"offer":{"title":"t","ttl_s":1},"caps":{"per_device":[{"max":0,"window_s":60}]}}"#,
+                "caps.per_device: max and window_s must be > 0",
+            ),
+            (
+                r#"{"id":"x","name":"X","anonymous":true,"audience":{"attr":"age","gte":18},"trigger":{"type":"enter"},"offer":{"title":"t","ttl_s":1}}"#,
+                "anonymous: anonymous campaigns cannot have an audience",
+            ),
         ];
         for (json, want) in cases {
             let got = error(json);
@@ -855,7 +921,10 @@ mod tests {
         let file = format!(r#"[{MINIMAL}, {{"id":"y"}}, {{"id":"z","name":"Z"}}]"#);
         let e = error(&file);
         assert!(e.starts_with("2 invalid campaign(s), none loaded"), "{e}");
-        assert!(e.contains("campaign y: name: missing") && e.contains("campaign z: trigger: missing"), "{e}");
+        assert!(
+            e.contains("campaign y: name: missing") && e.contains("campaign z: trigger: missing"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -870,7 +939,10 @@ mod tests {
         };
         assert!(at("2026-11-22T10:00:00+08:00"));
         assert!(!at("2026-11-22T12:00:00+08:00"), "hours are half-open");
-        assert!(at("2026-11-22T23:30:00+08:00"), "a window may cross midnight");
+        assert!(
+            at("2026-11-22T23:30:00+08:00"),
+            "a window may cross midnight"
+        );
         assert!(!at("2026-11-21T10:30:00+08:00"), "Saturday");
         assert!(!at("2026-12-06T10:30:00+08:00"), "after the end");
     }

@@ -262,9 +262,15 @@ mod tests {
         ledger.record(ci, min(100));
         ledger.record(ci, min(130));
         // An exit dated before both, decided after them: an hour from 75 would hold three.
-        assert_eq!(ledger.check(ci, &c, min(75), day, 0), Err(Suppression::CampaignCap));
+        assert_eq!(
+            ledger.check(ci, &c, min(75), day, 0),
+            Err(Suppression::CampaignCap)
+        );
         assert_eq!(ledger.check(ci, &c, min(30), day, 0), Ok(()));
-        assert_eq!(ledger.check(CampaignIdx(1), &c, min(100), day, 2), Err(Suppression::DailyCap));
+        assert_eq!(
+            ledger.check(CampaignIdx(1), &c, min(100), day, 2),
+            Err(Suppression::DailyCap)
+        );
         ledger.prune(min(100 + 3 * 24 * 60), 3_600_000);
         assert!(ledger.is_empty());
     }

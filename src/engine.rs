@@ -181,8 +181,14 @@ impl Engine {
                         accuracy,
                         late,
                     };
-                    dev.tracks
-                        .on_fix(&fix, &self.hits, &self.reach, world, p, &mut self.transitions);
+                    dev.tracks.on_fix(
+                        &fix,
+                        &self.hits,
+                        &self.reach,
+                        world,
+                        p,
+                        &mut self.transitions,
+                    );
                 }
             }
             PingKind::Beacon { beacon, rssi, .. } => {
@@ -318,13 +324,16 @@ impl Engine {
                 Transition::InRange { beacon, ts } => {
                     let store = world.stores.of_beacon(beacon);
                     let zone = world.beacons.beacon(beacon).zone.as_deref();
-                    // The offer names the store's first fence (its fences sort by id).
-                    let Some(&fence) = world.stores.fences(store).first() else {
+                    // The offer names the store's first premises fence (they sort by id).
+                    let premises = world.stores.premises(store);
+                    let Some(&fence) = premises.first().or(world.stores.fences(store).first())
+                    else {
                         continue;
                     };
                     for &c in campaigns.at_store(store) {
                         if let Trigger::Beacon { zones } = &campaigns.get(c).trigger {
-                            if zones.is_empty() || zone.is_some_and(|z| zones.iter().any(|x| x == z))
+                            if zones.is_empty()
+                                || zone.is_some_and(|z| zones.iter().any(|x| x == z))
                             {
                                 candidate(c, fence, TriggerKind::Beacon, ts, Meters(0.0), false);
                             }
@@ -370,14 +379,21 @@ impl Engine {
             let why = match profile {
                 Some(p) if !p.consent => Some(Suppression::NoConsent),
                 None if !c.anonymous => Some(Suppression::NoConsent),
-                _ if !(c.audience.as_ref().is_none_or(|r| profile.is_some_and(|p| r.matches(p)))
+                _ if !(c
+                    .audience
+                    .as_ref()
+                    .is_none_or(|r| profile.is_some_and(|p| r.matches(p)))
                     && c.place.routes(fence, profile)) =>
                 {
                     Some(Suppression::Audience)
                 }
                 _ if !c.in_schedule(k.ts, local) => Some(Suppression::Schedule),
                 _ if c.schedule.opening_hours
-                    && fence.props.hours.as_ref().is_some_and(|h| !h.is_open(local)) =>
+                    && fence
+                        .props
+                        .hours
+                        .as_ref()
+                        .is_some_and(|h| !h.is_open(local)) =>
                 {
                     Some(Suppression::Closed)
                 }

@@ -309,10 +309,12 @@ impl Tracks {
                 t.flags &= !IN_RANGE;
             }
         }
-        self.remove_where(|t| t.subject & TAG == BEACON && !t.in_range() && now.0 - t.last.0 > window);
+        self.remove_where(|t| {
+            t.subject & TAG == BEACON && !t.in_range() && now.0 - t.last.0 > window
+        });
     }
 
-    /// A beacon of `store` in range holds presence there against GPS.
+    /// A beacon of `store` in range holds presence at its premises against GPS.
     fn beacon_holds(&self, store: StoreIdx) -> bool {
         self.0
             .iter()
@@ -370,7 +372,8 @@ impl Tracks {
                 // A beacon in range outvotes GPS: the exit waits (still dated at the first
                 // outside fix) until the beacon's hold runs out.
                 let store = t.store;
-                if confirmed && !self.beacon_holds(store) {
+                let held = world.stores.premises(store).contains(&f) && self.beacon_holds(store);
+                if confirmed && !held {
                     let t = &mut self.0[i];
                     out.push(Transition::Exit {
                         fence: f,
@@ -499,8 +502,8 @@ impl Tracks {
             t.since = ts;
             out.push(Transition::InRange { beacon, ts });
         }
-        // In range of a beacon is being at its store: at each of the store's fences.
-        for &f in world.stores.fences(store) {
+        // In range of a beacon is being at its store's premises.
+        for &f in world.stores.premises(store) {
             match self.find(FENCE | f.0) {
                 Some(j) => {
                     let t = &mut self.0[j];
@@ -540,12 +543,24 @@ mod tests {
     }
 
     /// A fix `m` metres north of the centre, at `s` seconds.
-    fn fix(tracks: &mut Tracks, w: &World, s: i64, m: f64, acc: f64, late: bool) -> Vec<Transition> {
+    fn fix(
+        tracks: &mut Tracks,
+        w: &World,
+        s: i64,
+        m: f64,
+        acc: f64,
+        late: bool,
+    ) -> Vec<Transition> {
         let at = LatLon::new(crate::sphere::meters_to_lat_deg(Meters(m)), 0.0).unwrap();
         let mut hits = Hits::new();
         w.fences.containing(at, &mut hits);
         let mut out = Vec::new();
-        let f = Fix { ts: Timestamp(s * 1000), at, accuracy: Meters(acc), late };
+        let f = Fix {
+            ts: Timestamp(s * 1000),
+            at,
+            accuracy: Meters(acc),
+            late,
+        };
         tracks.on_fix(&f, &hits, &[], w, &PresenceConfig::default(), &mut out);
         out
     }
@@ -566,9 +581,15 @@ mod tests {
     fn a_fix_whose_accuracy_straddles_the_edge_is_no_evidence() {
         let w = world();
         let mut t = Tracks::default();
-        assert!(fix(&mut t, &w, 0, 90.0, 20.0, false).is_empty(), "inside, but the circle crosses the edge");
+        assert!(
+            fix(&mut t, &w, 0, 90.0, 20.0, false).is_empty(),
+            "inside, but the circle crosses the edge"
+        );
         assert_eq!(kinds(&fix(&mut t, &w, 10, 50.0, 20.0, false)), ["enter"]);
-        assert!(fix(&mut t, &w, 20, 110.0, 30.0, false).is_empty(), "outside, but straddling");
+        assert!(
+            fix(&mut t, &w, 20, 110.0, 30.0, false).is_empty(),
+            "outside, but straddling"
+        );
         assert_eq!(kinds(&fix(&mut t, &w, 30, 60.0, 5.0, false)), ["stay"]);
     }
 
@@ -583,7 +604,15 @@ mod tests {
         assert_eq!(kinds(&fix(&mut t, &w, 20, 80.0, 5.0, false)), ["stay"]);
         assert!(fix(&mut t, &w, 30, 115.0, 5.0, false).is_empty());
         let out = fix(&mut t, &w, 90, 115.0, 5.0, false);
-        assert_eq!(out, [Transition::Exit { fence: FenceIdx(0), ts: Timestamp(30_000), since: Timestamp(0), offered: false }]);
+        assert_eq!(
+            out,
+            [Transition::Exit {
+                fence: FenceIdx(0),
+                ts: Timestamp(30_000),
+                since: Timestamp(0),
+                offered: false
+            }]
+        );
         // Far beyond the buffer: at once.
         fix(&mut t, &w, 100, 0.0, 5.0, false);
         assert_eq!(kinds(&fix(&mut t, &w, 110, 200.0, 5.0, false)), ["exit"]);
@@ -593,11 +622,21 @@ mod tests {
     fn a_late_fix_neither_enters_nor_exits_but_cancels_a_pending_exit_it_postdates() {
         let w = world();
         let mut t = Tracks::default();
-        assert!(fix(&mut t, &w, 0, 0.0, 5.0, true).is_empty(), "late fixes do not enter");
+        assert!(
+            fix(&mut t, &w, 0, 0.0, 5.0, true).is_empty(),
+            "late fixes do not enter"
+        );
         fix(&mut t, &w, 10, 0.0, 5.0, false);
         assert!(fix(&mut t, &w, 40, 115.0, 5.0, false).is_empty()); // pending since 40
-        assert!(fix(&mut t, &w, 20, 300.0, 5.0, true).is_empty(), "late fixes do not exit");
-        assert_eq!(kinds(&fix(&mut t, &w, 45, 0.0, 5.0, true)), ["stay"], "inside after 40");
+        assert!(
+            fix(&mut t, &w, 20, 300.0, 5.0, true).is_empty(),
+            "late fixes do not exit"
+        );
+        assert_eq!(
+            kinds(&fix(&mut t, &w, 45, 0.0, 5.0, true)),
+            ["stay"],
+            "inside after 40"
+        );
         // The pending exit was cancelled, so 60 s after 40 is not yet an exit.
         assert!(fix(&mut t, &w, 100, 115.0, 5.0, false).is_empty());
     }
@@ -610,7 +649,15 @@ mod tests {
         fix(&mut t, &w, 30, 0.0, 5.0, false);
         let mut out = Vec::new();
         t.close_all(&mut out);
-        assert_eq!(out, [Transition::Exit { fence: FenceIdx(0), ts: Timestamp(30_000), since: Timestamp(0), offered: false }]);
+        assert_eq!(
+            out,
+            [Transition::Exit {
+                fence: FenceIdx(0),
+                ts: Timestamp(30_000),
+                since: Timestamp(0),
+                offered: false
+            }]
+        );
         assert!(t.is_empty());
     }
 }

@@ -29,6 +29,9 @@ pub struct Stores {
     ids: Vec<String>,
     by_id: FxHashMap<String, StoreIdx>,
     fences: Vec<SmallVec<[FenceIdx; 2]>>,
+    /// The fences a beacon sighting places a device in: the store's `kind: store` fences, or
+    /// its polygons if none is marked — not the wide circles around it.
+    premises: Vec<SmallVec<[FenceIdx; 1]>>,
     of_fence: Vec<StoreIdx>,
     of_beacon: Vec<StoreIdx>,
 }
@@ -52,6 +55,19 @@ impl Stores {
             };
             stores.fences[s.get()].push(FenceIdx(i as u32));
             stores.of_fence.push(s);
+        }
+        for list in &stores.fences {
+            let of = |keep: &dyn Fn(&crate::fence::Fence) -> bool| -> SmallVec<[FenceIdx; 1]> {
+                list.iter()
+                    .copied()
+                    .filter(|&f| keep(fences.fence(f)))
+                    .collect()
+            };
+            let mut premises = of(&|f| f.props.kind.as_deref() == Some("store"));
+            if premises.is_empty() {
+                premises = of(&|f| matches!(f.shape, crate::fence::Shape::Area(_)));
+            }
+            stores.premises.push(premises);
         }
         for b in beacons.iter() {
             let s = stores.lookup(&b.store_id).ok_or_else(|| UnknownStore {
@@ -82,6 +98,11 @@ impl Stores {
     /// The store's fences, ascending.
     pub fn fences(&self, s: StoreIdx) -> &[FenceIdx] {
         &self.fences[s.get()]
+    }
+
+    /// Where a beacon of the store places a device (see the field).
+    pub fn premises(&self, s: StoreIdx) -> &[FenceIdx] {
+        &self.premises[s.get()]
     }
 
     pub fn of_fence(&self, f: FenceIdx) -> StoreIdx {

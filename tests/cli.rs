@@ -193,3 +193,99 @@ fn check_validates_the_fixture_registry_against_the_fences() {
         "{stdout}"
     );
 }
+
+#[test]
+fn replay_writes_offers_presence_dead_letters_and_a_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = |n: &str| dir.path().join(n).to_str().unwrap().to_owned();
+    let out = beckon(&[
+        "replay",
+        "--fences",
+        &fixture("fences.geojson"),
+        "--beacons",
+        &fixture("beacons.json"),
+        "--campaigns",
+        &fixture("campaigns"),
+        "--profiles",
+        &fixture("profiles.jsonl"),
+        "--pings",
+        &fixture("pings.jsonl"),
+        "--presence",
+        &file("presence.jsonl"),
+        "--dead-letters",
+        &file("dead.jsonl"),
+        "--summary",
+        &file("summary.json"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let offers = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(offers.lines().count(), 7, "{offers}");
+    let first: serde_json::Value = serde_json::from_str(offers.lines().next().unwrap()).unwrap();
+    for field in [
+        "offer_id",
+        "device_id",
+        "campaign_id",
+        "store_id",
+        "fence_id",
+        "trigger",
+        "event_ts",
+        "expires_at",
+        "title",
+        "body",
+        "coupon_code",
+        "distance_m",
+    ] {
+        assert!(first.get(field).is_some(), "offer without {field}: {first}");
+    }
+    let dead = std::fs::read_to_string(file("dead.jsonl")).unwrap();
+    let lines: Vec<u64> = dead
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["line"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(lines, [215, 216, 217, 218]);
+    assert!(
+        std::fs::read_to_string(file("presence.jsonl"))
+            .unwrap()
+            .lines()
+            .count()
+            > 20
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(file("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["offers"], 7);
+    assert_eq!(summary["offers_by_campaign"]["chayun-tasting"], 1);
+    assert_eq!(summary["suppressed_by_reason"]["no_consent"], 2);
+}
+
+#[test]
+fn replay_refuses_a_bad_campaign_naming_it_and_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bad.yaml"),
+        "id: autumn\nname: Autumn\ntrigger: {type: dwell, min_s: 0}\noffer: {title: Hi, ttl_s: 60}\n",
+    )
+    .unwrap();
+    let out = beckon(&[
+        "replay",
+        "--fences",
+        &fixture("fences.geojson"),
+        "--campaigns",
+        dir.path().to_str().unwrap(),
+        "--pings",
+        &fixture("pings.jsonl"),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.yaml: campaign autumn: trigger.min_s: must be > 0"),
+        "{err}"
+    );
+}

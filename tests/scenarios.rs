@@ -17,9 +17,12 @@ use serde_json::{json, Value};
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures");
 
 fn fixture_world(campaigns: Vec<Campaign>, cfg: &EngineConfig) -> Arc<World> {
-    let fences = load_fences(format!("{FIXTURES}/fences.geojson").as_ref(), LoadMode::Strict)
-        .unwrap()
-        .fences;
+    let fences = load_fences(
+        format!("{FIXTURES}/fences.geojson").as_ref(),
+        LoadMode::Strict,
+    )
+    .unwrap()
+    .fences;
     let beacons = BeaconRegistry::load(format!("{FIXTURES}/beacons.json").as_ref()).unwrap();
     let index = FenceIndex::new(fences, IndexOptions::default());
     Arc::new(World::new(index, beacons, campaigns, cfg.presence.exit_buffer_m).unwrap())
@@ -31,7 +34,8 @@ fn fixture_campaigns() -> Vec<Campaign> {
 
 fn fixture_engine(cfg: EngineConfig) -> Engine {
     let mut engine = Engine::new(fixture_world(fixture_campaigns(), &cfg), cfg);
-    for (device_id, profile) in load_profiles(format!("{FIXTURES}/profiles.jsonl").as_ref()).unwrap()
+    for (device_id, profile) in
+        load_profiles(format!("{FIXTURES}/profiles.jsonl").as_ref()).unwrap()
     {
         engine.on_profile(ProfileRecord::Upsert {
             device_id: device_id.into(),
@@ -129,7 +133,10 @@ fn replay(engine: &mut Engine, lines: &[String]) -> Run {
 }
 
 fn whole_day() -> Run {
-    replay(&mut fixture_engine(EngineConfig::default()), &fixture_pings())
+    replay(
+        &mut fixture_engine(EngineConfig::default()),
+        &fixture_pings(),
+    )
 }
 
 #[test]
@@ -201,11 +208,17 @@ fn withdrawn_consent_stops_offers_at_the_next_ping() {
     let mut engine = fixture_engine(EngineConfig::default());
     let lines = device_pings("d-000106", 0);
     // Up to the last sighting below the threshold; the next one (-73 dBm) brings her in range.
-    let split = lines.iter().position(|l| l.contains("\"rssi\":-73")).unwrap();
+    let split = lines
+        .iter()
+        .position(|l| l.contains("\"rssi\":-73"))
+        .unwrap();
     replay(&mut engine, &lines[..split]);
     engine.on_profile(
-        profile::decode(Some(b"d-000106"), Some(br#"{"device_id":"d-000106","consent":false}"#))
-            .unwrap(),
+        profile::decode(
+            Some(b"d-000106"),
+            Some(br#"{"device_id":"d-000106","consent":false}"#),
+        )
+        .unwrap(),
     );
     let rest = replay(&mut engine, &lines[split..]);
     assert!(rest.offers.is_empty(), "{:#?}", rest.offers);
@@ -228,6 +241,8 @@ fn a_beacon_at_the_threshold_is_smoothed_and_the_higher_priority_campaign_wins()
     // -76; line 203 (-73) brings the mean to -74.7.
     assert_eq!(offers[0]["event_ts"], "2026-11-22T06:06:57.415Z");
     assert_eq!(offers[0]["store_id"], "s-hz-chayun-01");
+    // The entrance beacon places her in the shop, not in the metro-exit circle 190 m away.
+    assert!(run.presence_of("d-000106", "f-hz-chayun-0002").is_empty());
     // The door greeting (beacon, priority 5) lost the visit to the welcome (enter, priority 10).
     assert_eq!(run.suppressed("chayun-hangzhou-door", "arbitration"), 1);
     assert_eq!(run.summary.unknown_beacon, 1);
@@ -244,9 +259,16 @@ fn the_hotel_guest_gets_a_come_back_offer_on_exit_and_a_late_fix_does_not_re_ent
     assert_eq!(offers[0]["event_ts"], "2026-11-22T01:43:30.000Z");
     let building = run.presence_of("d-000104", "f-sh-jadeharbour-0001");
     let events: Vec<&str> = building.iter().map(|(e, _)| e.as_str()).collect();
-    assert_eq!(events, ["enter", "exit"], "the late lobby fix (line 14) re-entered");
+    assert_eq!(
+        events,
+        ["enter", "exit"],
+        "the late lobby fix (line 14) re-entered"
+    );
     let circle = run.presence_of("d-000104", "f-sh-jadeharbour-0002");
-    assert_eq!(circle.last().unwrap(), &("exit".into(), "2026-11-22T01:47:30.000Z".into()));
+    assert_eq!(
+        circle.last().unwrap(),
+        &("exit".into(), "2026-11-22T01:47:30.000Z".into())
+    );
 }
 
 #[test]
@@ -294,7 +316,9 @@ fn the_flash_sale_reaches_its_audience_near_the_counter_only_during_the_sale() {
         )
         .unwrap(),
     );
-    assert!(replay(&mut engine, &device_pings("d-000103", 0)).offers.is_empty());
+    assert!(replay(&mut engine, &device_pings("d-000103", 0))
+        .offers
+        .is_empty());
     let evening = replay(
         &mut fixture_engine(EngineConfig::default()),
         &device_pings("d-000103", 5 * 3600),
@@ -347,9 +371,10 @@ fn a_dst_change_does_not_shift_quiet_hours() {
          [-74.0000,40.7240],[-74.0010,40.7240],[-74.0010,40.7230]]]}}]}"#;
     let campaign = br#"{"id":"ny-hello","name":"Hello","trigger":{"type":"enter"},
       "offer":{"title":"Hi","ttl_s":60}}"#;
-    let cfg: EngineConfig =
-        serde_json::from_value(json!({"caps": {"quiet_hours": "21:00-09:00", "per_device_daily": 0}}))
-            .unwrap();
+    let cfg: EngineConfig = serde_json::from_value(
+        json!({"caps": {"quiet_hours": "21:00-09:00", "per_device_daily": 0}}),
+    )
+    .unwrap();
     let index = FenceIndex::new(
         parse_fences(fences, LoadMode::Strict).unwrap().fences,
         IndexOptions::default(),
