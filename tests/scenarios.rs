@@ -1,5 +1,6 @@
 //! The decision core on the stories of `fixtures/` (see fixtures/README.md), as a marketing team
 //! would judge it: the right person, the right store, the right moment, never pestered.
+#![allow(clippy::unwrap_used)] // helpers too: a fixture that does not load should fail the test
 
 use std::sync::Arc;
 
