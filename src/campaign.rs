@@ -18,6 +18,7 @@ use smallvec::SmallVec;
 
 use crate::audience::Rule;
 use crate::fence::{Fence, FenceIdx, FenceIndex};
+use crate::json_type;
 use crate::local_time::{DailyWindow, LocalTime, Weekday, Zone};
 use crate::presence::Reach;
 use crate::profile::Profile;
@@ -379,7 +380,7 @@ impl Campaign {
                     source_name: source_name.into(),
                     campaign: format!("#{n}"),
                     field: "(campaign)".into(),
-                    reason: format!("expected an object, got {}", kind(&other)),
+                    reason: format!("expected an object, got {}", json_type::name(&other)),
                 })
             }
         };
@@ -537,17 +538,6 @@ impl Campaign {
 }
 
 const FIELDS: &str = "id, name, status, priority, schedule, trigger, where, audience, anonymous, offer, caps, budget";
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
-    }
-}
 
 /// Parses campaigns from one file's bytes: a campaign, a list of campaigns, or
 /// `{"campaigns": [...]}`; JSON, or YAML when `yaml`.

@@ -7,6 +7,7 @@
 use serde_json::Value;
 use smallvec::SmallVec;
 
+use crate::json_type;
 use crate::local_time::{ClockTime, DailyWindow, LocalTime, Weekday, WindowError};
 
 /// Opening hours per weekday: a few non-overlapping `[start, end)` ranges within each day.
@@ -67,7 +68,7 @@ impl WeeklyHours {
     pub fn from_json(v: &Value) -> Result<WeeklyHours, HoursError> {
         let Value::Object(map) = v else {
             return Err(HoursError::NotAnObject {
-                found: json_type(v),
+                found: json_type::name(v),
             });
         };
         let mut days: [SmallVec<[DailyWindow; 2]>; 7] = Default::default();
@@ -77,7 +78,7 @@ impl WeeklyHours {
             let Value::Array(entries) = entries else {
                 return Err(HoursError::NotAList {
                     day,
-                    found: json_type(entries),
+                    found: json_type::name(entries),
                 });
             };
             let windows = &mut days[day.index()];
@@ -86,7 +87,7 @@ impl WeeklyHours {
                     return Err(HoursError::NotAString {
                         day,
                         index,
-                        found: json_type(entry),
+                        found: json_type::name(entry),
                     });
                 };
                 let w = match DailyWindow::parse(text) {
@@ -138,17 +139,6 @@ impl WeeklyHours {
 fn overlap(a: DailyWindow, b: DailyWindow) -> bool {
     let start: ClockTime = a.start().max(b.start());
     start < a.end().min(b.end())
-}
-
-fn json_type(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
-    }
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@
 //! - [`offer`]: offers and presence events (§6), deterministic ids, JSON encoding.
 //! - [`engine`]: composes the stages over a [`world::World`] and the [`device`] table; pure.
 //! - [`replay`]: `beckon replay`, the engine over a JSON Lines file (§7), with a summary.
+//! - [`json_type`]: naming JSON types in error messages (which field has the wrong type).
 //! - [`sphere`], [`time`]: the units everything above speaks: positions, metres, event time.
 //! - [`local_time`]: IANA zones (bundled tzdb) and wall-clock time, for schedules and local-day caps.
 //! - [`hours`]: a store's weekly opening hours (fence property `hours`), asked "open now?".
@@ -55,6 +56,7 @@ pub mod engine;
 pub mod fence;
 pub mod generate;
 pub mod hours;
+pub mod json_type;
 pub mod local_time;
 pub mod match_cmd;
 pub mod offer;

@@ -4,9 +4,9 @@
 use std::borrow::Cow;
 
 use serde::Deserialize;
-use serde_json::Value;
 
 use crate::beacon::{parse_uuid, BeaconId, Dbm, DBM_RANGE};
+use crate::json_type::{self, Expected};
 use crate::sphere::{LatLon, LatLonError, Meters};
 use crate::time::Timestamp;
 
@@ -113,20 +113,20 @@ struct RawPing<'a> {
 }
 
 /// The expected JSON type of each field, used to name the culprit when typed decoding fails.
-const FIELD_TYPES: [(&str, &str); 13] = [
-    ("type", "a string"),
-    ("device_id", "a string"),
-    ("ts", "a string"),
-    ("lat", "a number"),
-    ("lon", "a number"),
-    ("accuracy_m", "a number"),
-    ("speed_mps", "a number"),
-    ("heading_deg", "a number"),
-    ("uuid", "a string"),
-    ("major", "an integer"),
-    ("minor", "an integer"),
-    ("rssi", "an integer"),
-    ("tx_power", "an integer"),
+const FIELD_TYPES: [(&str, Expected); 13] = [
+    ("type", Expected::String),
+    ("device_id", Expected::String),
+    ("ts", Expected::String),
+    ("lat", Expected::Number),
+    ("lon", Expected::Number),
+    ("accuracy_m", Expected::Number),
+    ("speed_mps", Expected::Number),
+    ("heading_deg", Expected::Number),
+    ("uuid", Expected::String),
+    ("major", Expected::Integer),
+    ("minor", Expected::Integer),
+    ("rssi", Expected::Integer),
+    ("tx_power", Expected::Integer),
 ];
 
 /// Decodes one message (a Kafka record value or a line of a JSON Lines file).
@@ -206,24 +206,15 @@ pub fn decode(bytes: &[u8]) -> Result<Ping<'_>, PingError> {
     })
 }
 
-/// Turns a typed-decoding failure into a reason naming the field, by looking at the message as
-/// untyped JSON. Only failed messages pay for this second parse.
+/// Turns a typed-decoding failure into a reason naming the field where one has the wrong type.
 fn explain(bytes: &[u8], typed: serde_json::Error) -> PingError {
-    let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(bytes) else {
-        return PingError::Json(typed.to_string());
-    };
-    for (field, expected) in FIELD_TYPES {
-        let ok = match (map.get(field), expected) {
-            (None | Some(Value::Null), _) => true,
-            (Some(v), "a string") => v.is_string(),
-            (Some(v), "a number") => v.is_number(),
-            (Some(v), _) => v.is_i64(),
-        };
-        if !ok {
-            return PingError::WrongType { field, expected };
-        }
+    match json_type::ill_typed(bytes, &FIELD_TYPES) {
+        Some((field, expected)) => PingError::WrongType {
+            field,
+            expected: expected.name(),
+        },
+        None => PingError::Json(typed.to_string()),
     }
-    PingError::Json(typed.to_string())
 }
 
 #[cfg(test)]

@@ -20,8 +20,8 @@ use std::path::{Path, PathBuf};
 use rustc_hash::FxHashMap;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
-use serde_json::Value;
 
+use crate::json_type::{self, Expected};
 use crate::ping::{MAX_DEVICE_ID_CHARS, MAX_PING_BYTES};
 
 /// Larger messages are refused before parsing (the same limit as pings).
@@ -171,10 +171,10 @@ struct RawProfile<'a> {
 }
 
 /// The expected JSON type of each field, used to name the culprit when typed decoding fails.
-const FIELD_TYPES: [(&str, &str); 3] = [
-    ("device_id", "a string"),
-    ("consent", "a bool"),
-    ("attributes", "an object"),
+const FIELD_TYPES: [(&str, Expected); 3] = [
+    ("device_id", Expected::String),
+    ("consent", Expected::Bool),
+    ("attributes", Expected::Object),
 ];
 
 /// Decodes one profile record: a Kafka record's key and value (`None` value = tombstone), or
@@ -253,24 +253,15 @@ fn attributes(entries: Vec<(String, RawAttr)>) -> Result<Attributes, ProfileErro
     Ok(Attributes(kept.into_boxed_slice()))
 }
 
-/// Turns a typed-decoding failure into a reason naming the field, by looking at the message as
-/// untyped JSON. Only failed messages pay for this second parse.
+/// Turns a typed-decoding failure into a reason naming the field where one has the wrong type.
 fn explain(bytes: &[u8], typed: serde_json::Error) -> ProfileError {
-    let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(bytes) else {
-        return ProfileError::Json(typed.to_string());
-    };
-    for (field, expected) in FIELD_TYPES {
-        let ok = match (map.get(field), expected) {
-            (None | Some(Value::Null), _) => true,
-            (Some(v), "a string") => v.is_string(),
-            (Some(v), "a bool") => v.is_boolean(),
-            (Some(v), _) => v.is_object(),
-        };
-        if !ok {
-            return ProfileError::WrongType { field, expected };
-        }
+    match json_type::ill_typed(bytes, &FIELD_TYPES) {
+        Some((field, expected)) => ProfileError::WrongType {
+            field,
+            expected: expected.name(),
+        },
+        None => ProfileError::Json(typed.to_string()),
     }
-    ProfileError::Json(typed.to_string())
 }
 
 /// The `attributes` object, entries in message order. Values of a disallowed shape do not fail
