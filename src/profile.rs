@@ -554,7 +554,7 @@ mod tests {
         assert_eq!(lines.len(), 15);
         for line in &lines {
             let (id, p) = upsert(line.as_bytes());
-            let expected: Value = serde_json::from_str(line).unwrap();
+            let expected: serde_json::Value = serde_json::from_str(line).unwrap();
             assert_eq!(id, expected["device_id"].as_str().unwrap());
             let want = expected["attributes"].as_object().unwrap();
             assert_eq!(p.attributes().len(), want.len(), "{id}");
