@@ -178,8 +178,8 @@ impl Ledger {
         self.0.insert(i, Issued { campaign, at });
     }
 
-    /// Forgets offers no cap can see any more from `now` (`horizon_ms` back, and two days for
-    /// the daily cap in any zone).
+    /// Forgets offers no cap can see any more from `now`, the oldest time an offer still to
+    /// come can be dated at (`horizon_ms` back, and two days for the daily cap in any zone).
     pub fn prune(&mut self, now: Timestamp, horizon_ms: i64) {
         let keep_from = now.0 - horizon_ms.max(2 * DAY_MS);
         let old = self.0.partition_point(|e| e.at.0 < keep_from);

@@ -151,18 +151,26 @@ impl Engine {
     pub fn on_ping(&mut self, ping: &Ping<'_>, out: &mut Output) {
         let slot = self.devices.slot(&ping.device_id);
         let p = &self.cfg.presence;
-        let world = &*self.world;
         let dev = self.devices.get_mut(slot);
         let late = ping.ts < dev.newest;
         if late && dev.newest.0.saturating_sub(ping.ts.0) > i64::from(p.max_lateness_s) * 1000 {
             self.stats.too_late += 1;
             return;
         }
+        // Saturating: a new device's `newest` is `i64::MIN`.
+        if !late && ping.ts.0.saturating_sub(dev.newest.0) >= i64::from(p.silence_s) * 1000 {
+            // The device fell silent: its visits ended before this ping can begin new ones.
+            // Decide them on their own, exactly as the silence sweep would have (whether it
+            // did depends on other devices' pings), so no offer or arbitration carries over.
+            self.transitions.clear();
+            dev.tracks.close_all(&mut self.transitions);
+            self.decide(slot, out);
+        }
+        let p = &self.cfg.presence;
+        let world = &*self.world;
+        let dev = self.devices.get_mut(slot);
         self.transitions.clear();
         if !late {
-            if ping.ts.0.saturating_sub(dev.newest.0) >= i64::from(p.silence_s) * 1000 {
-                dev.tracks.close_all(&mut self.transitions);
-            }
             dev.newest = ping.ts;
         }
         let had_tracks = !dev.tracks.is_empty();
@@ -423,6 +431,14 @@ impl Engine {
             )
         });
         let horizon = campaigns.horizon_ms();
+        // Offers still to come can be dated before the newest ping (a late ping; an exit dated
+        // at its first outside fix, or at its last inside one after silence): the ledger keeps
+        // what their caps will look at, counted back from the oldest of them.
+        let dev = self.devices.get(slot);
+        let lateness = i64::from(self.cfg.presence.max_lateness_s) * 1000;
+        let oldest = (self.candidates.iter().map(|k| k.ts))
+            .chain(dev.tracks.oldest_pending())
+            .fold(Timestamp(dev.newest.0.saturating_sub(lateness)), Ord::min);
         let mut won: smallvec::SmallVec<[StoreIdx; 2]> = smallvec::SmallVec::new();
         for k in &self.candidates {
             let c = campaigns.get(k.campaign);
@@ -445,7 +461,7 @@ impl Engine {
                 continue;
             }
             dev.ledger.record(k.campaign, k.ts);
-            dev.ledger.prune(dev.newest, horizon);
+            dev.ledger.prune(oldest, horizon);
             dev.tracks.mark_offered(k.store);
             self.budgets.record(k.campaign, c, k.ts);
             self.stats.offers[k.campaign.get()] += 1;

@@ -298,6 +298,19 @@ impl Tracks {
         self.0.iter().map(|t| t.last).max()
     }
 
+    /// The earliest event time a fence exit still to come can be dated at: its first outside
+    /// evidence, or its last inside evidence if the device falls silent.
+    pub fn oldest_pending(&self) -> Option<Timestamp> {
+        self.0
+            .iter()
+            .filter(|t| t.subject & TAG == FENCE)
+            .map(|t| match t.aux {
+                aux if aux == NEVER.0 => t.last,
+                aux => Timestamp(aux.min(t.last.0)),
+            })
+            .min()
+    }
+
     /// Beacon range and RSSI windows run out with time.
     fn expire(&mut self, now: Timestamp, cfg: &PresenceConfig) {
         let (hold, window) = (
