@@ -131,10 +131,6 @@ impl Ledger {
         self.0.is_empty()
     }
 
-    pub fn entries(&self) -> &[Issued] {
-        &self.0
-    }
-
     /// The per-device checks for campaign `c` at `at`; `day` is the local calendar day `at`
     /// falls in, as `[start, end)`.
     pub fn check(

@@ -203,16 +203,27 @@ impl Track {
         }
     }
 
-    pub fn store(&self) -> StoreIdx {
-        self.store
-    }
-
-    pub fn since(&self) -> Timestamp {
-        self.since
-    }
-
     fn in_range(&self) -> bool {
         self.flags & IN_RANGE != 0
+    }
+
+    /// A fence track ending without a confirming fix: dated at its first outside evidence, or
+    /// its last inside evidence.
+    fn silent_exit(&self) -> Option<Transition> {
+        let Subject::Fence(fence) = self.subject() else {
+            return None;
+        };
+        let ts = if self.aux == NEVER.0 {
+            self.last
+        } else {
+            Timestamp(self.aux)
+        };
+        Some(Transition::Exit {
+            fence,
+            ts,
+            since: self.since,
+            offered: self.flags & OFFERED != 0,
+        })
     }
 
     fn closest(&self) -> Meters {
@@ -232,10 +243,6 @@ pub struct Tracks(Vec<Track>);
 impl Tracks {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = &Track> {
-        self.0.iter()
     }
 
     /// Whether the visit at `store` already had an offer.
@@ -275,27 +282,8 @@ impl Tracks {
 
     /// The device fell silent: it leaves every fence as of its last inside evidence.
     pub fn close_all(&mut self, out: &mut Vec<Transition>) {
-        for t in &self.0 {
-            if let Subject::Fence(fence) = t.subject() {
-                let ts = if t.aux == NEVER.0 {
-                    t.last
-                } else {
-                    Timestamp(t.aux)
-                };
-                out.push(Transition::Exit {
-                    fence,
-                    ts,
-                    since: t.since,
-                    offered: t.flags & OFFERED != 0,
-                });
-            }
-        }
+        out.extend(self.0.iter().filter_map(Track::silent_exit));
         self.0 = Vec::new();
-    }
-
-    /// Newest event time any track was updated at.
-    pub fn newest(&self) -> Option<Timestamp> {
-        self.0.iter().map(|t| t.last).max()
     }
 
     /// The earliest event time a fence exit still to come can be dated at: its first outside
@@ -311,19 +299,29 @@ impl Tracks {
             .min()
     }
 
-    /// Beacon range and RSSI windows run out with time.
-    fn expire(&mut self, now: Timestamp, cfg: &PresenceConfig) {
-        let (hold, window) = (
+    /// Beacon range and RSSI windows run out with time; so does presence at a fence with no
+    /// evidence either way for `silence_s` (only fixes too vague to tell, or none near it): it
+    /// ends as of its last evidence, as if the device had fallen silent.
+    fn expire(&mut self, now: Timestamp, cfg: &PresenceConfig, out: &mut Vec<Transition>) {
+        let (hold, window, silence) = (
             PresenceConfig::ms(cfg.beacon_hold_s),
             PresenceConfig::ms(cfg.beacon_window_s),
+            PresenceConfig::ms(cfg.silence_s),
         );
         for t in self.0.iter_mut() {
             if t.subject & TAG == BEACON && t.in_range() && now.0.saturating_sub(t.aux) > hold {
                 t.flags &= !IN_RANGE;
             }
         }
+        let stale = |t: &Track| t.subject & TAG != BEACON && now.0 - t.last.0 > silence;
+        out.extend(
+            self.0
+                .iter()
+                .filter(|t| stale(t))
+                .filter_map(Track::silent_exit),
+        );
         self.remove_where(|t| {
-            t.subject & TAG == BEACON && !t.in_range() && now.0 - t.last.0 > window
+            stale(t) || t.subject & TAG == BEACON && !t.in_range() && now.0 - t.last.0 > window
         });
     }
 
@@ -346,7 +344,7 @@ impl Tracks {
         out: &mut Vec<Transition>,
     ) {
         if !fix.late {
-            self.expire(fix.ts, cfg);
+            self.expire(fix.ts, cfg, out);
         }
         let pt = fix.at.point();
         let acc = fix.accuracy.0;
@@ -478,7 +476,7 @@ impl Tracks {
         cfg: &PresenceConfig,
         out: &mut Vec<Transition>,
     ) {
-        self.expire(ts, cfg);
+        self.expire(ts, cfg, out);
         let subject = BEACON | beacon.0;
         let store = world.stores.of_beacon(beacon);
         let i = match self.find(subject) {
@@ -652,6 +650,26 @@ mod tests {
         );
         // The pending exit was cancelled, so 60 s after 40 is not yet an exit.
         assert!(fix(&mut t, &w, 100, 115.0, 5.0, false).is_empty());
+    }
+
+    #[test]
+    fn a_fence_with_only_vague_fixes_for_the_silence_time_is_left() {
+        let w = world();
+        let mut t = Tracks::default();
+        fix(&mut t, &w, 0, 0.0, 5.0, false);
+        // 140 m accuracy: no evidence either way, but the device keeps talking.
+        assert!(fix(&mut t, &w, 600, 0.0, 140.0, false).is_empty());
+        let out = fix(&mut t, &w, 1000, 0.0, 140.0, false);
+        assert_eq!(
+            out,
+            [Transition::Exit {
+                fence: FenceIdx(0),
+                ts: Timestamp(0),
+                since: Timestamp(0),
+                offered: false
+            }]
+        );
+        assert!(t.is_empty());
     }
 
     #[test]
