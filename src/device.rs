@@ -25,7 +25,7 @@ pub struct Device {
     pub tracks: Tracks,
     pub ledger: Ledger,
     id_at: u32,
-    id_len: u8,
+    id_len: u16,
 }
 
 #[derive(Default)]
@@ -52,9 +52,12 @@ impl Devices {
             .map(|&s| DeviceSlot(s))
     }
 
-    /// The device's slot, added (with empty state) if it is new. Ids are at most 128 bytes
-    /// (the decoders refuse longer ones).
+    /// The device's slot, added (with empty state) if it is new. Ids are at most 128
+    /// characters, 512 bytes (the decoders refuse longer ones).
     pub fn slot(&mut self, id: &str) -> DeviceSlot {
+        if let Some(s) = self.find(id) {
+            return s;
+        }
         let hash = self.hasher.hash_one(id.as_bytes());
         let Self {
             table,
@@ -62,13 +65,6 @@ impl Devices {
             ids,
             slots,
         } = self;
-        let id_of = |s: u32| {
-            let d = &slots[s as usize];
-            &ids[d.id_at as usize..d.id_at as usize + usize::from(d.id_len)]
-        };
-        if let Some(&s) = table.find(hash, |&s| id_of(s) == id.as_bytes()) {
-            return DeviceSlot(s);
-        }
         let s = slots.len() as u32;
         let at = ids.len() as u32;
         ids.extend_from_slice(id.as_bytes());
@@ -78,19 +74,17 @@ impl Devices {
             tracks: Tracks::default(),
             ledger: Ledger::default(),
             id_at: at,
-            id_len: id.len().min(usize::from(u8::MAX)) as u8,
+            id_len: id.len().min(usize::from(u16::MAX)) as u16,
         });
         let (ids, slots) = (&*ids, &*slots);
         table.insert_unique(hash, s, |&s| {
-            let d = &slots[s as usize];
-            hasher.hash_one(&ids[d.id_at as usize..d.id_at as usize + usize::from(d.id_len)])
+            hasher.hash_one(id_bytes(ids, &slots[s as usize]))
         });
         DeviceSlot(s)
     }
 
     fn id_of(&self, s: u32) -> &[u8] {
-        let d = &self.slots[s as usize];
-        &self.ids[d.id_at as usize..d.id_at as usize + usize::from(d.id_len)]
+        id_bytes(&self.ids, &self.slots[s as usize])
     }
 
     pub fn id(&self, s: DeviceSlot) -> &str {
@@ -105,4 +99,8 @@ impl Devices {
     pub fn get_mut(&mut self, s: DeviceSlot) -> &mut Device {
         &mut self.slots[s.0 as usize]
     }
+}
+
+fn id_bytes<'a>(ids: &'a [u8], d: &Device) -> &'a [u8] {
+    &ids[d.id_at as usize..d.id_at as usize + usize::from(d.id_len)]
 }
