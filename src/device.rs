@@ -104,3 +104,20 @@ impl Devices {
 fn id_bytes<'a>(ids: &'a [u8], d: &Device) -> &'a [u8] {
     &ids[d.id_at as usize..d.id_at as usize + usize::from(d.id_len)]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_of_any_allowed_length_find_their_own_slot() {
+        let mut devices = Devices::default();
+        let long = "🐉".repeat(crate::ping::MAX_DEVICE_ID_CHARS); // 512 bytes
+        let (a, b) = (devices.slot("d-1"), devices.slot(&long));
+        assert_ne!(a, b);
+        assert_eq!((devices.slot("d-1"), devices.slot(&long)), (a, b));
+        assert_eq!((devices.id(a), devices.id(b)), ("d-1", long.as_str()));
+        assert_eq!(devices.find("d-2"), None);
+        assert_eq!(devices.len(), 2);
+    }
+}
