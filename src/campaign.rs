@@ -60,7 +60,9 @@ pub enum Trigger {
         zones: Vec<String>,
     },
     /// The device comes within `within_m` metres of a selected fence's edge (or inside it).
-    Nearby { within_m: f64 },
+    Nearby {
+        within_m: f64,
+    },
 }
 
 /// The `trigger` field of offers (CONTRACTS §6).
@@ -247,7 +249,10 @@ impl Template {
         let mut rest = s;
         while let Some(open) = rest.find(['{', '}']) {
             if rest[open..].starts_with('}') {
-                return Err(format!("unmatched '}}' at byte {}", s.len() - rest.len() + open));
+                return Err(format!(
+                    "unmatched '}}' at byte {}",
+                    s.len() - rest.len() + open
+                ));
             }
             if open > 0 {
                 pieces.push(Piece::Text(rest[..open].to_owned()));
@@ -430,8 +435,13 @@ impl Campaign {
         let trigger: Trigger = required(take(m, "trigger", err)?, "trigger", err)?;
         match trigger {
             Trigger::Dwell { min_s: 0 } => return Err(err("trigger.min_s", "must be > 0".into())),
-            Trigger::Nearby { within_m } if !(within_m.is_finite() && within_m > 0.0 && within_m <= 5_000.0) => {
-                return Err(err("trigger.within_m", format!("must be in (0, 5000] metres, got {within_m}")))
+            Trigger::Nearby { within_m }
+                if !(within_m.is_finite() && within_m > 0.0 && within_m <= 5_000.0) =>
+            {
+                return Err(err(
+                    "trigger.within_m",
+                    format!("must be in (0, 5000] metres, got {within_m}"),
+                ))
             }
             _ => {}
         }
@@ -439,7 +449,9 @@ impl Campaign {
         let anonymous = take(m, "anonymous", err)?.unwrap_or(false);
         let audience = match m.remove("audience") {
             None | Some(Value::Null) => None,
-            Some(v) => Some(Rule::parse(&v, "audience").map_err(|e| err(&e.path, e.reason.to_string()))?),
+            Some(v) => {
+                Some(Rule::parse(&v, "audience").map_err(|e| err(&e.path, e.reason.to_string()))?)
+            }
         };
         if anonymous && (audience.is_some() || place.route.is_some()) {
             return Err(err(
@@ -461,14 +473,19 @@ impl Campaign {
             return Err(err("offer.ttl_s", "must be > 0".into()));
         }
         let coupon = Piece::CouponCode;
-        if offer.coupon_prefix.is_none() && (offer.title.uses(&coupon) || offer.body.uses(&coupon)) {
+        if offer.coupon_prefix.is_none() && (offer.title.uses(&coupon) || offer.body.uses(&coupon))
+        {
             return Err(err(
                 "offer",
                 "{coupon_code} is used but there is no coupon_prefix".into(),
             ));
         }
         let caps: CampaignCaps = take(m, "caps", err)?.unwrap_or_default();
-        if let Some(w) = caps.per_device.iter().find(|w| w.max == 0 || w.window_s == 0) {
+        if let Some(w) = caps
+            .per_device
+            .iter()
+            .find(|w| w.max == 0 || w.window_s == 0)
+        {
             return Err(err(
                 "caps.per_device",
                 format!("max and window_s must be > 0, got {w:?}"),
@@ -672,7 +689,8 @@ impl Campaigns {
                         reach_radius[fi] = reach_radius[fi].max(*within_m);
                     }
                     Trigger::Beacon { .. } => {
-                        let s: &mut SmallVec<_> = &mut by_store[stores.of_fence(FenceIdx(fi as u32)).get()];
+                        let s: &mut SmallVec<_> =
+                            &mut by_store[stores.of_fence(FenceIdx(fi as u32)).get()];
                         if s.last() != Some(&ci) {
                             s.push(ci);
                         }

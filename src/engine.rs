@@ -154,13 +154,13 @@ impl Engine {
         let world = &*self.world;
         let dev = self.devices.get_mut(slot);
         let late = ping.ts < dev.newest;
-        if late && dev.newest.0 - ping.ts.0 > i64::from(p.max_lateness_s) * 1000 {
+        if late && dev.newest.0.saturating_sub(ping.ts.0) > i64::from(p.max_lateness_s) * 1000 {
             self.stats.too_late += 1;
             return;
         }
         self.transitions.clear();
         if !late {
-            if ping.ts.0 - dev.newest.0 >= i64::from(p.silence_s) * 1000 {
+            if ping.ts.0.saturating_sub(dev.newest.0) >= i64::from(p.silence_s) * 1000 {
                 dev.tracks.close_all(&mut self.transitions);
             }
             dev.newest = ping.ts;
@@ -181,8 +181,14 @@ impl Engine {
                         accuracy,
                         late,
                     };
-                    dev.tracks
-                        .on_fix(&fix, &self.hits, &self.reach, world, p, &mut self.transitions);
+                    dev.tracks.on_fix(
+                        &fix,
+                        &self.hits,
+                        &self.reach,
+                        world,
+                        p,
+                        &mut self.transitions,
+                    );
                 }
             }
             PingKind::Beacon { beacon, rssi, .. } => {
@@ -324,7 +330,8 @@ impl Engine {
                     };
                     for &c in campaigns.at_store(store) {
                         if let Trigger::Beacon { zones } = &campaigns.get(c).trigger {
-                            if zones.is_empty() || zone.is_some_and(|z| zones.iter().any(|x| x == z))
+                            if zones.is_empty()
+                                || zone.is_some_and(|z| zones.iter().any(|x| x == z))
                             {
                                 candidate(c, fence, TriggerKind::Beacon, ts, Meters(0.0), false);
                             }
@@ -370,14 +377,21 @@ impl Engine {
             let why = match profile {
                 Some(p) if !p.consent => Some(Suppression::NoConsent),
                 None if !c.anonymous => Some(Suppression::NoConsent),
-                _ if !(c.audience.as_ref().is_none_or(|r| profile.is_some_and(|p| r.matches(p)))
+                _ if !(c
+                    .audience
+                    .as_ref()
+                    .is_none_or(|r| profile.is_some_and(|p| r.matches(p)))
                     && c.place.routes(fence, profile)) =>
                 {
                     Some(Suppression::Audience)
                 }
                 _ if !c.in_schedule(k.ts, local) => Some(Suppression::Schedule),
                 _ if c.schedule.opening_hours
-                    && fence.props.hours.as_ref().is_some_and(|h| !h.is_open(local)) =>
+                    && fence
+                        .props
+                        .hours
+                        .as_ref()
+                        .is_some_and(|h| !h.is_open(local)) =>
                 {
                     Some(Suppression::Closed)
                 }

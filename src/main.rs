@@ -10,10 +10,10 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use beckon::beacon::BeaconRegistry;
-use beckon::fence::{load_fences, CellScheme, FenceIndex, IndexOptions, LoadMode};
-use beckon::generate::{self, GenSpec};
 use beckon::campaign::load_campaigns;
 use beckon::engine::{Engine, EngineConfig};
+use beckon::fence::{load_fences, CellScheme, FenceIndex, IndexOptions, LoadMode};
+use beckon::generate::{self, GenSpec};
 use beckon::match_cmd;
 use beckon::profile::{load_profiles, ProfileRecord};
 use beckon::replay::{self, Sinks};
@@ -160,7 +160,10 @@ impl FenceArgs {
 fn load_config(path: &Path) -> Result<EngineConfig> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading config {}", path.display()))?;
-    let yaml = matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"));
+    let yaml = matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("yaml" | "yml")
+    );
     let cfg = if yaml {
         serde_yaml_ng::from_str(&text).map_err(anyhow::Error::from)
     } else {
@@ -295,12 +298,16 @@ fn main() -> Result<()> {
             } else {
                 Box::new(BufReader::with_capacity(
                     1 << 20,
-                    File::open(&pings).with_context(|| format!("opening pings {}", pings.display()))?,
+                    File::open(&pings)
+                        .with_context(|| format!("opening pings {}", pings.display()))?,
                 ))
             };
             let report = replay::run(&mut engine, input, sinks, close_at_end)
                 .with_context(|| format!("replaying {}", pings.display()))?;
-            for w in [Some(&mut offers_w), presence_w.as_mut(), dead_w.as_mut()].into_iter().flatten() {
+            for w in [Some(&mut offers_w), presence_w.as_mut(), dead_w.as_mut()]
+                .into_iter()
+                .flatten()
+            {
                 w.flush().context("writing output")?;
             }
             let json = serde_json::to_string_pretty(&report)?;

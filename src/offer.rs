@@ -105,7 +105,9 @@ impl Offer {
             .coupon_prefix
             .as_ref()?;
         let d = self.digest(world, "beckon/coupon/v1");
-        let bits = d[..10].iter().fold(0u128, |acc, &b| acc << 8 | u128::from(b));
+        let bits = d[..10]
+            .iter()
+            .fold(0u128, |acc, &b| acc << 8 | u128::from(b));
         let code: String = (0..16)
             .rev()
             .map(|i| CROCKFORD[(bits >> (i * 5)) as usize & 31] as char)

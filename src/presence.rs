@@ -309,7 +309,9 @@ impl Tracks {
                 t.flags &= !IN_RANGE;
             }
         }
-        self.remove_where(|t| t.subject & TAG == BEACON && !t.in_range() && now.0 - t.last.0 > window);
+        self.remove_where(|t| {
+            t.subject & TAG == BEACON && !t.in_range() && now.0 - t.last.0 > window
+        });
     }
 
     /// A beacon of `store` in range holds presence there against GPS.

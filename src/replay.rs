@@ -108,7 +108,8 @@ pub fn run(
                 *summary.invalid.entry(e.kind()).or_default() += 1;
                 if let Some(w) = dead_letters.as_mut() {
                     let value = String::from_utf8_lossy(&line);
-                    let letter = serde_json::json!({"line": n + 1, "error": e.to_string(), "value": value});
+                    let letter =
+                        serde_json::json!({"line": n + 1, "error": e.to_string(), "value": value});
                     writeln!(w, "{letter}")?;
                 }
             }
