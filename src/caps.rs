@@ -131,6 +131,10 @@ impl Ledger {
         self.0.is_empty()
     }
 
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
     /// The per-device checks for campaign `c` at `at`; `day` is the local calendar day `at`
     /// falls in, as `[start, end)`.
     pub fn check(

@@ -245,6 +245,10 @@ impl Tracks {
         self.0.is_empty()
     }
 
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
     /// Whether the visit at `store` already had an offer.
     pub fn visit_offered(&self, store: StoreIdx) -> bool {
         self.0
