@@ -293,7 +293,10 @@ fn bench_core(c: &mut Criterion) {
                     let p = decode(pings.get(next)).unwrap();
                     if let PingKind::Location { at, .. } = p.kind {
                         world.fences.containing(at, &mut hits);
-                        world.campaigns.reach(at, &world.fences, &mut reach);
+                        world
+                            .campaigns
+                            .reach()
+                            .query(at, &hits, &world.fences, &mut reach);
                     }
                     black_box((&p, &hits, &reach));
                     next = (next + 1) % pings.len();

@@ -9,8 +9,6 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use rstar::primitives::{GeomWithData, Rectangle};
-use rstar::{RTree, AABB};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -20,9 +18,8 @@ use crate::audience::Rule;
 use crate::fence::{Fence, FenceIdx, FenceIndex};
 use crate::json_type;
 use crate::local_time::{DailyWindow, LocalTime, Weekday, Zone};
-use crate::presence::Reach;
 use crate::profile::Profile;
-use crate::sphere::{self, LatLon, Meters};
+use crate::reach::ReachIndex;
 use crate::store::{StoreIdx, Stores};
 use crate::time::Timestamp;
 
@@ -636,8 +633,6 @@ pub fn load_campaigns(path: &Path) -> Result<Vec<Campaign>, CampaignFileError> {
     }
 }
 
-type ReachBox = GeomWithData<Rectangle<[f64; 2]>, FenceIdx>;
-
 /// The loaded campaigns, compiled against the fences: for each fence and store, the active
 /// campaigns a transition there can trigger.
 pub struct Campaigns {
@@ -646,11 +641,8 @@ pub struct Campaigns {
     by_fence: Vec<SmallVec<[CampaignIdx; 2]>>,
     /// Beacon campaigns selecting each store (through any of its fences).
     by_store: Vec<SmallVec<[CampaignIdx; 2]>>,
-    /// Fences some nearby campaign selects, with boxes grown by its reach (plus the exit
-    /// buffer, so leaving reach can be seen).
-    reach: RTree<ReachBox>,
-    reach_radius: Vec<f64>,
-    reach_slack_m: f64,
+    /// Where nearby campaigns reach.
+    reach: ReachIndex,
     horizon_ms: i64,
 }
 
@@ -700,30 +692,13 @@ impl Campaigns {
                 }
             }
         }
-        let reach = RTree::bulk_load(
-            reach_radius
-                .iter()
-                .enumerate()
-                .filter(|(_, &r)| r > 0.0)
-                .flat_map(|(fi, &r)| {
-                    let f = FenceIdx(fi as u32);
-                    fences
-                        .boxes(f)
-                        .iter()
-                        .map(|b| grow(b, Meters(r + reach_slack_m)))
-                        .map(move |b| GeomWithData::new(Rectangle::from_corners(b.0, b.1), f))
-                        .collect::<Vec<_>>()
-                })
-                .collect(),
-        );
+        let reach = ReachIndex::new(reach_radius, fences, reach_slack_m);
         let horizon_ms = list.iter().map(Campaign::horizon_ms).max().unwrap_or(0);
         Self {
             list,
             by_fence,
             by_store,
             reach,
-            reach_radius,
-            reach_slack_m,
             horizon_ms,
         }
     }
@@ -755,47 +730,15 @@ impl Campaigns {
         &self.by_store[s.get()]
     }
 
-    /// The fences nearby campaigns reach from `p`, by fence, into `out` (cleared first).
-    pub fn reach(&self, p: LatLon, fences: &FenceIndex, out: &mut Vec<Reach>) {
-        out.clear();
-        if self.reach.size() == 0 {
-            return;
-        }
-        let pt = p.point();
-        let at = AABB::from_point([pt.x(), pt.y()]);
-        for e in self.reach.locate_in_envelope_intersecting(&at) {
-            let radius = self.reach_radius[e.data.get()];
-            let distance = fences.distance(e.data, pt);
-            if distance.0 <= radius + self.reach_slack_m && !out.iter().any(|r| r.fence == e.data) {
-                out.push(Reach {
-                    fence: e.data,
-                    distance,
-                    radius: Meters(radius),
-                });
-            }
-        }
-        out.sort_unstable_by_key(|r| r.fence);
+    /// Where nearby campaigns reach: see [`ReachIndex::query`].
+    pub fn reach(&self) -> &ReachIndex {
+        &self.reach
     }
 
     /// How far back per-device offer history must be kept for the campaigns' caps (ms).
     pub fn horizon_ms(&self) -> i64 {
         self.horizon_ms
     }
-}
-
-/// A lon/lat box grown by `d` on the sphere (generously in longitude near the poles).
-fn grow(b: &sphere::LonLatBox, d: Meters) -> ([f64; 2], [f64; 2]) {
-    let dlat = sphere::meters_to_lat_deg(d);
-    let lat = b.min[1].abs().max(b.max[1].abs()) + dlat;
-    let dlon = if lat >= 89.0 {
-        360.0
-    } else {
-        dlat / lat.to_radians().cos()
-    };
-    (
-        [(b.min[0] - dlon).max(-180.0), (b.min[1] - dlat).max(-90.0)],
-        [(b.max[0] + dlon).min(180.0), (b.max[1] + dlat).min(90.0)],
-    )
 }
 
 #[cfg(test)]

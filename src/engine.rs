@@ -182,7 +182,10 @@ impl Engine {
                     self.stats.imprecise += 1;
                 } else {
                     world.fences.containing(at, &mut self.hits);
-                    world.campaigns.reach(at, &world.fences, &mut self.reach);
+                    world
+                        .campaigns
+                        .reach()
+                        .query(at, &self.hits, &world.fences, &mut self.reach);
                     let fix = Fix {
                         ts: ping.ts,
                         at,

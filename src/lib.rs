@@ -8,6 +8,7 @@
 //!   fences cover a point (`containing`) and which are near (`nearby`).
 //! - [`beacon`]: the iBeacon registry (§3); [`store`]: which fences and beacons make a store.
 //! - [`presence`]: per device, enter / dwell / exit in event time, from fixes and sightings.
+//! - [`reach`]: which fences a fix is near, for nearby campaigns (a grid of grown fences).
 //! - [`profile`]: device profiles (§5), decoded once into compact typed attributes.
 //! - [`audience`]: audience rules over profile attributes — who a campaign is for.
 //! - [`campaign`]: campaigns (JSON/YAML) — where, when, who, what — compiled against the fences.
@@ -63,6 +64,7 @@ pub mod offer;
 pub mod ping;
 pub mod presence;
 pub mod profile;
+pub mod reach;
 pub mod replay;
 pub mod sphere;
 pub mod store;

@@ -1,0 +1,164 @@
+//! Reach: which fences a fix is near, for nearby campaigns. The fences they select, grown by how
+//! far they reach (plus the presence exit buffer, so leaving reach can be seen), are filed under
+//! the grid cells they touch; a fix looks up its one cell, and most fences it finds there are
+//! ruled out by a lower bound on the distance to their bounding box before any exact distance.
+
+use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
+
+use crate::fence::{FenceIdx, FenceIndex};
+use crate::presence::Reach;
+use crate::sphere::{self, LatLon, LonLatBox, Meters, EARTH_RADIUS_M};
+
+/// Cells of 0.01° (about 1.1 km north–south): a fix's cell holds few fences, and a fence with
+/// a 5 km reach spans at most a few hundred cells.
+const CELL_DEG: f64 = 0.01;
+
+#[derive(Debug, Default)]
+pub struct ReachIndex {
+    /// How far nearby campaigns reach around each fence (0: none does).
+    radius: Vec<f64>,
+    slack_m: f64,
+    cells: FxHashMap<(i32, i32), SmallVec<[FenceIdx; 2]>>,
+}
+
+fn cell(lon: f64, lat: f64) -> (i32, i32) {
+    (
+        (lon / CELL_DEG).floor() as i32,
+        (lat / CELL_DEG).floor() as i32,
+    )
+}
+
+impl ReachIndex {
+    /// `radius[f]`: the largest reach of a nearby campaign selecting fence `f` (0 for none).
+    pub fn new(radius: Vec<f64>, fences: &FenceIndex, slack_m: f64) -> Self {
+        let mut cells: FxHashMap<_, SmallVec<_>> = FxHashMap::default();
+        for (fi, &r) in radius.iter().enumerate().filter(|(_, &r)| r > 0.0) {
+            let f = FenceIdx(fi as u32);
+            for b in fences.boxes(f) {
+                let g = grow(b, Meters(r + slack_m));
+                let (x0, y0) = cell(g.min[0], g.min[1]);
+                let (x1, y1) = cell(g.max[0], g.max[1]);
+                for x in x0..=x1 {
+                    for y in y0..=y1 {
+                        let list = cells.entry((x, y)).or_default();
+                        if list.last() != Some(&f) {
+                            list.push(f);
+                        }
+                    }
+                }
+            }
+        }
+        Self {
+            radius,
+            slack_m,
+            cells,
+        }
+    }
+
+    /// The fences reached from `p`, ascending, into `out` (cleared first). `hits` are the
+    /// fences covering `p` (distance 0, no test needed).
+    pub fn query(&self, p: LatLon, hits: &[FenceIdx], fences: &FenceIndex, out: &mut Vec<Reach>) {
+        out.clear();
+        let Some(list) = self.cells.get(&cell(p.lon(), p.lat())) else {
+            return;
+        };
+        let pt = p.point();
+        for &f in list {
+            let radius = self.radius[f.get()];
+            let limit = radius + self.slack_m;
+            let distance = if hits.binary_search(&f).is_ok() {
+                Meters(0.0)
+            } else if fences.boxes(f).iter().all(|b| lower_bound(b, p) > limit) {
+                continue;
+            } else {
+                fences.edge_distance(f, pt)
+            };
+            if distance.0 <= limit {
+                out.push(Reach {
+                    fence: f,
+                    distance,
+                    radius: Meters(radius),
+                });
+            }
+        }
+        out.sort_unstable_by_key(|r| r.fence);
+        // A fence split at the antimeridian can be filed twice under one cell.
+        out.dedup_by_key(|r| r.fence);
+    }
+}
+
+/// A lower bound on the distance from `p` to anything in `b`, metres: the latitude gap is a
+/// true great-circle lower bound, the longitude gap is scaled at the higher of the two
+/// latitudes (where a degree is shortest) and trimmed by 1% for the sphere's curvature.
+fn lower_bound(b: &LonLatBox, p: LatLon) -> f64 {
+    let per_deg = EARTH_RADIUS_M.to_radians();
+    let dy = (b.min[1] - p.lat()).max(p.lat() - b.max[1]).max(0.0);
+    let dx = (b.min[0] - p.lon()).max(p.lon() - b.max[0]).max(0.0);
+    let lat = p
+        .lat()
+        .abs()
+        .max(b.min[1].abs())
+        .max(b.max[1].abs())
+        .min(90.0);
+    (dy * per_deg).max(dx * per_deg * lat.to_radians().cos() * 0.99)
+}
+
+/// A lon/lat box grown by `d` on the sphere (generously in longitude near the poles).
+fn grow(b: &LonLatBox, d: Meters) -> LonLatBox {
+    let dlat = sphere::meters_to_lat_deg(d);
+    let lat = b.min[1].abs().max(b.max[1].abs()) + dlat;
+    let dlon = if lat >= 89.0 {
+        360.0
+    } else {
+        dlat / lat.to_radians().cos()
+    };
+    LonLatBox {
+        min: [(b.min[0] - dlon).max(-180.0), (b.min[1] - dlat).max(-90.0)],
+        max: [(b.max[0] + dlon).min(180.0), (b.max[1] + dlat).min(90.0)],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fence::{parse_fences, IndexOptions, LoadMode};
+    use proptest::prelude::*;
+
+    fn index() -> FenceIndex {
+        let file = br#"{"type":"FeatureCollection","features":[
+          {"type":"Feature","id":"a","properties":{"store_id":"s"},"geometry":{"type":"Polygon",
+           "coordinates":[[[121.0,31.0],[121.002,31.0],[121.002,31.002],[121.0,31.002],[121.0,31.0]]]}},
+          {"type":"Feature","id":"b","properties":{"store_id":"s","radius_m":80},
+           "geometry":{"type":"Point","coordinates":[121.01,31.005]}},
+          {"type":"Feature","id":"c","properties":{"store_id":"t"},"geometry":{"type":"Polygon",
+           "coordinates":[[[121.03,31.0],[121.031,31.0],[121.031,31.001],[121.03,31.0]]]}}]}"#;
+        FenceIndex::new(
+            parse_fences(file, LoadMode::Strict).unwrap().fences,
+            IndexOptions::default(),
+        )
+    }
+
+    proptest! {
+        /// The grid and the lower bound never lose a fence: the same answer as measuring every
+        /// fence.
+        #[test]
+        fn agrees_with_measuring_every_fence(lat in 30.98f64..31.03, lon in 120.98f64..121.05) {
+            let fences = index();
+            let reach = ReachIndex::new(vec![150.0, 400.0, 0.0], &fences, 25.0);
+            let p = LatLon::new(lat, lon).unwrap();
+            let mut hits = crate::fence::Hits::new();
+            fences.containing(p, &mut hits);
+            let mut got = Vec::new();
+            reach.query(p, &hits, &fences, &mut got);
+            let want: Vec<(u32, f64)> = [(0, 150.0), (1, 400.0)]
+                .into_iter()
+                .map(|(f, r)| (f, r, fences.distance(FenceIdx(f), p.point()).0))
+                .filter(|&(_, r, d)| d <= r + 25.0)
+                .map(|(f, _, d)| (f, d))
+                .collect();
+            let got: Vec<(u32, f64)> = got.iter().map(|r| (r.fence.0, r.distance.0)).collect();
+            prop_assert_eq!(got, want);
+        }
+    }
+}
