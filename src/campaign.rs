@@ -528,7 +528,7 @@ impl Campaign {
     }
 
     /// The longest span of the past its caps look at, in ms.
-    fn horizon_ms(&self) -> i64 {
+    pub fn horizon_ms(&self) -> i64 {
         let windows = self.caps.per_device.iter().map(|w| w.window_s);
         i64::from(windows.chain([self.caps.cooldown_s]).max().unwrap_or(0)) * 1000
     }
@@ -643,7 +643,6 @@ pub struct Campaigns {
     by_store: Vec<SmallVec<[CampaignIdx; 2]>>,
     /// Where nearby campaigns reach.
     reach: ReachIndex,
-    horizon_ms: i64,
 }
 
 impl fmt::Debug for Campaigns {
@@ -693,13 +692,11 @@ impl Campaigns {
             }
         }
         let reach = ReachIndex::new(reach_radius, fences, reach_slack_m);
-        let horizon_ms = list.iter().map(Campaign::horizon_ms).max().unwrap_or(0);
         Self {
             list,
             by_fence,
             by_store,
             reach,
-            horizon_ms,
         }
     }
 
@@ -733,11 +730,6 @@ impl Campaigns {
     /// Where nearby campaigns reach: see [`ReachIndex::query`].
     pub fn reach(&self) -> &ReachIndex {
         &self.reach
-    }
-
-    /// How far back per-device offer history must be kept for the campaigns' caps (ms).
-    pub fn horizon_ms(&self) -> i64 {
-        self.horizon_ms
     }
 }
 

@@ -179,12 +179,13 @@ impl Ledger {
     }
 
     /// Forgets offers no cap can see any more from `now`, the oldest time an offer still to
-    /// come can be dated at (`horizon_ms` back, and two days for the daily cap in any zone).
-    pub fn prune(&mut self, now: Timestamp, horizon_ms: i64) {
-        let keep_from = now.0 - horizon_ms.max(2 * DAY_MS);
-        let old = self.0.partition_point(|e| e.at.0 < keep_from);
-        if old > 0 {
-            self.0.drain(..old);
+    /// come can be dated at: each is kept for its own campaign's `horizon_ms` (longest window or
+    /// cooldown), and two days for the daily cap in any zone.
+    pub fn prune(&mut self, now: Timestamp, horizon_ms: impl Fn(CampaignIdx) -> i64) {
+        let before = self.0.len();
+        self.0
+            .retain(|e| e.at.0 >= now.0 - horizon_ms(e.campaign).max(2 * DAY_MS));
+        if self.0.len() != before {
             self.0.shrink_to_fit();
         }
     }
@@ -271,7 +272,7 @@ mod tests {
             ledger.check(CampaignIdx(1), &c, min(100), day, 2),
             Err(Suppression::DailyCap)
         );
-        ledger.prune(min(100 + 3 * 24 * 60), 3_600_000);
+        ledger.prune(min(100 + 3 * 24 * 60), |_| 3_600_000);
         assert!(ledger.is_empty());
     }
 }

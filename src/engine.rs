@@ -381,41 +381,37 @@ impl Engine {
         let suppress = |stats: &mut Stats, c: CampaignIdx, why: Suppression| {
             stats.suppressed[c.get()][why.index()] += 1;
         };
-        // Who, when, where: checks that do not depend on other offers.
+        // Who, when, where: checks that do not depend on other offers, cheapest first.
         self.candidates.retain(|k| {
             let c = campaigns.get(k.campaign);
             let fence = world.fences.fence(k.fence);
-            let zone = fence.props.timezone.as_ref();
-            let local = zone.unwrap_or(&UTC).local(k.ts);
-            let why = match profile {
-                Some(p) if !p.consent => Some(Suppression::NoConsent),
-                None if !c.anonymous => Some(Suppression::NoConsent),
-                _ if !(c
-                    .audience
-                    .as_ref()
-                    .is_none_or(|r| profile.is_some_and(|p| r.matches(p)))
-                    && c.place.routes(fence, profile)) =>
-                {
-                    Some(Suppression::Audience)
+            let why = || {
+                match profile {
+                    Some(p) if !p.consent => return Some(Suppression::NoConsent),
+                    None if !c.anonymous => return Some(Suppression::NoConsent),
+                    _ => {}
                 }
-                _ if !c.in_schedule(k.ts, local) => Some(Suppression::Schedule),
-                _ if c.schedule.opening_hours
-                    && fence
-                        .props
-                        .hours
-                        .as_ref()
-                        .is_some_and(|h| !h.is_open(local)) =>
+                let audience = c.audience.as_ref();
+                if !(audience.is_none_or(|r| profile.is_some_and(|p| r.matches(p)))
+                    && c.place.routes(fence, profile))
                 {
-                    Some(Suppression::Closed)
+                    return Some(Suppression::Audience);
                 }
-                _ if caps.quiet_hours.is_some_and(|q| {
+                let zone = fence.props.timezone.as_ref();
+                let local = zone.unwrap_or(&UTC).local(k.ts);
+                if !c.in_schedule(k.ts, local) {
+                    return Some(Suppression::Schedule);
+                }
+                let hours = fence.props.hours.as_ref();
+                if c.schedule.opening_hours && hours.is_some_and(|h| !h.is_open(local)) {
+                    return Some(Suppression::Closed);
+                }
+                let quiet = caps.quiet_hours.is_some_and(|q| {
                     q.contains(caps_zone(caps, zone, profile).local(k.ts).second_of_day)
-                }) =>
-                {
-                    Some(Suppression::QuietHours)
-                }
-                _ => None,
+                });
+                quiet.then_some(Suppression::QuietHours)
             };
+            let why = why();
             match why {
                 Some(why) => {
                     suppress(&mut self.stats, k.campaign, why);
@@ -433,7 +429,6 @@ impl Engine {
                 k.ts,
             )
         });
-        let horizon = campaigns.horizon_ms();
         // Offers still to come can be dated before the newest ping (a late ping; an exit dated
         // at its first outside fix, or at its last inside one after silence): the ledger keeps
         // what their caps will look at, counted back from the oldest of them.
@@ -446,8 +441,6 @@ impl Engine {
         for k in &self.candidates {
             let c = campaigns.get(k.campaign);
             let dev = self.devices.get_mut(slot);
-            let zone = world.fences.fence(k.fence).props.timezone.as_ref();
-            let day = caps::local_day(&caps_zone(caps, zone, dev.profile.as_deref()), k.ts);
             let verdict = if caps.one_offer_per_visit && won.contains(&k.store) {
                 Err(Suppression::Arbitration)
             } else if caps.one_offer_per_visit
@@ -455,6 +448,8 @@ impl Engine {
             {
                 Err(Suppression::Visit)
             } else {
+                let zone = world.fences.fence(k.fence).props.timezone.as_ref();
+                let day = caps::local_day(&caps_zone(caps, zone, dev.profile.as_deref()), k.ts);
                 dev.ledger
                     .check(k.campaign, c, k.ts, day, caps.per_device_daily)
                     .and_then(|()| self.budgets.check(k.campaign, c, k.ts))
@@ -464,7 +459,7 @@ impl Engine {
                 continue;
             }
             dev.ledger.record(k.campaign, k.ts);
-            dev.ledger.prune(oldest, horizon);
+            dev.ledger.prune(oldest, |c| campaigns.get(c).horizon_ms());
             dev.tracks.mark_offered(k.store);
             self.budgets.record(k.campaign, c, k.ts);
             self.stats.offers[k.campaign.get()] += 1;
