@@ -1,8 +1,10 @@
 //! Devices: everything the core keeps per device — its profile, presence tracks and offer
 //! ledger — in one table keyed by device id.
 //!
-//! Ids live in one byte arena and the hash table holds 4-byte slot numbers, so a million tracked
-//! devices cost their state, not a million small string allocations (README, "Performance").
+//! The hash table holds 4-byte slot numbers and ids up to 38 bytes (a UUID fits) live inline in
+//! their slot, longer ones in one byte arena: a million tracked devices cost their state, not a
+//! million small string allocations, and finding a device touches the slot it needs next anyway
+//! (README, "Performance").
 
 use hashbrown::{DefaultHashBuilder, HashTable};
 use std::hash::BuildHasher;
@@ -16,16 +18,51 @@ use crate::time::Timestamp;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct DeviceSlot(pub u32);
 
-/// What the core knows about one device.
+/// What the core knows about one device. The id and the newest time come first: a lookup
+/// compares the one and a ping reads the other.
 #[derive(Debug, Clone)]
+#[repr(C)]
 pub struct Device {
+    id: Id,
     /// Newest event time applied: older pings cannot rewind the state.
     pub newest: Timestamp,
     pub profile: Option<Box<Profile>>,
     pub tracks: Tracks,
     pub ledger: Ledger,
-    id_at: u32,
-    id_len: u16,
+}
+
+const INLINE: usize = 38;
+
+/// A device id: its bytes inline when they fit, else its offset in the arena.
+#[derive(Debug, Clone, Copy)]
+struct Id {
+    len: u16,
+    bytes: [u8; INLINE],
+}
+
+impl Id {
+    fn new(id: &str, arena: &mut Vec<u8>) -> Self {
+        let mut bytes = [0; INLINE];
+        if id.len() <= INLINE {
+            bytes[..id.len()].copy_from_slice(id.as_bytes());
+        } else {
+            bytes[..4].copy_from_slice(&(arena.len() as u32).to_le_bytes());
+            arena.extend_from_slice(id.as_bytes());
+        }
+        Self {
+            len: id.len().min(usize::from(u16::MAX)) as u16,
+            bytes,
+        }
+    }
+
+    fn get<'a>(&'a self, arena: &'a [u8]) -> &'a [u8] {
+        let len = usize::from(self.len);
+        if len <= INLINE {
+            return &self.bytes[..len];
+        }
+        let at = u32::from_le_bytes([self.bytes[0], self.bytes[1], self.bytes[2], self.bytes[3]]);
+        &arena[at as usize..at as usize + len]
+    }
 }
 
 #[derive(Default)]
@@ -66,15 +103,12 @@ impl Devices {
             slots,
         } = self;
         let s = slots.len() as u32;
-        let at = ids.len() as u32;
-        ids.extend_from_slice(id.as_bytes());
         slots.push(Device {
+            id: Id::new(id, ids),
             newest: Timestamp(i64::MIN),
             profile: None,
             tracks: Tracks::default(),
             ledger: Ledger::default(),
-            id_at: at,
-            id_len: id.len().min(usize::from(u16::MAX)) as u16,
         });
         let (ids, slots) = (&*ids, &*slots);
         table.insert_unique(hash, s, |&s| {
@@ -101,8 +135,8 @@ impl Devices {
     }
 }
 
-fn id_bytes<'a>(ids: &'a [u8], d: &Device) -> &'a [u8] {
-    &ids[d.id_at as usize..d.id_at as usize + usize::from(d.id_len)]
+fn id_bytes<'a>(ids: &'a [u8], d: &'a Device) -> &'a [u8] {
+    d.id.get(ids)
 }
 
 #[cfg(test)]
@@ -119,5 +153,10 @@ mod tests {
         assert_eq!((devices.id(a), devices.id(b)), ("d-1", long.as_str()));
         assert_eq!(devices.find("d-2"), None);
         assert_eq!(devices.len(), 2);
+        // Either side of the inline limit.
+        let (fits, spills) = ("x".repeat(INLINE), "y".repeat(INLINE + 1));
+        let (c, d) = (devices.slot(&fits), devices.slot(&spills));
+        assert_eq!((devices.id(c), devices.id(d)), (fits.as_str(), spills.as_str()));
+        assert_eq!((devices.find(&fits), devices.find(&spills)), (Some(c), Some(d)));
     }
 }
