@@ -65,7 +65,7 @@ use std::fmt::{self, Write as _};
 
 use serde_json::{Map, Value};
 
-use crate::profile::{AttrValue, Profile};
+use crate::profile::{AttrValue, Name, Profile};
 
 /// Deepest allowed nesting: a rule with no `all`/`any`/`not` is 1 level.
 pub const MAX_DEPTH: usize = 16;
@@ -86,12 +86,12 @@ enum Node {
     Any(Box<[Node]>),
     Not(Box<Node>),
     Attr {
-        name: Box<str>,
+        name: Name,
         test: Test,
     },
     /// Inclusive; an open end is ±∞.
     Purchased {
-        category: Box<str>,
+        category: Name,
         min: f64,
         max: f64,
     },
@@ -106,8 +106,8 @@ enum Test {
         min: f64,
         max: f64,
     },
-    Contains(Box<str>),
-    ContainsAny(Box<[Box<str>]>),
+    Contains(Name),
+    ContainsAny(Box<[Name]>),
     Exists(bool),
 }
 
@@ -115,7 +115,7 @@ enum Test {
 enum Scalar {
     Bool(bool),
     Num(f64),
-    Text(Box<str>),
+    Text(Name),
 }
 
 impl Scalar {
@@ -539,7 +539,7 @@ impl Parser {
         }
     }
 
-    fn text(&mut self, value: &Value) -> Result<Box<str>, RuleError> {
+    fn text(&mut self, value: &Value) -> Result<Name, RuleError> {
         match value {
             Value::String(s) => Ok(s.as_str().into()),
             _ => self.fail(RuleReason::Expected("a string")),

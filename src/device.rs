@@ -156,7 +156,13 @@ mod tests {
         // Either side of the inline limit.
         let (fits, spills) = ("x".repeat(INLINE), "y".repeat(INLINE + 1));
         let (c, d) = (devices.slot(&fits), devices.slot(&spills));
-        assert_eq!((devices.id(c), devices.id(d)), (fits.as_str(), spills.as_str()));
-        assert_eq!((devices.find(&fits), devices.find(&spills)), (Some(c), Some(d)));
+        assert_eq!(
+            (devices.id(c), devices.id(d)),
+            (fits.as_str(), spills.as_str())
+        );
+        assert_eq!(
+            (devices.find(&fits), devices.find(&spills)),
+            (Some(c), Some(d))
+        );
     }
 }

@@ -58,9 +58,14 @@ impl Profile {
     }
 }
 
+/// Attribute names and short text values: up to 24 bytes inline (names like `income_tier`,
+/// values like `gold`), so a lookup reads the attribute array itself, not a string allocation
+/// per name — with a million profiles those were most of their memory and their cache misses.
+pub type Name = compact_str::CompactString;
+
 /// A profile's attributes, sorted by name, names unique.
 #[derive(Debug, Clone, PartialEq, Default)]
-pub struct Attributes(Box<[(Box<str>, AttrValue)]>);
+pub struct Attributes(Box<[(Name, AttrValue)]>);
 
 impl Attributes {
     pub fn get(&self, name: &str) -> Option<&AttrValue> {
@@ -84,11 +89,11 @@ impl Attributes {
 pub enum AttrValue {
     Bool(bool),
     Num(f64),
-    Text(Box<str>),
+    Text(Name),
     /// An array of strings, in the order given.
-    List(Box<[Box<str>]>),
+    List(Box<[Name]>),
     /// An object of string → number (e.g. `purchases_90d`), sorted by key, keys unique.
-    Counts(Box<[(Box<str>, f64)]>),
+    Counts(Box<[(Name, f64)]>),
 }
 
 impl AttrValue {
@@ -243,9 +248,9 @@ fn attributes(entries: Vec<(String, RawAttr)>) -> Result<Attributes, ProfileErro
             reason: AttrError::Duplicate,
         });
     }
-    let kept: Vec<(Box<str>, AttrValue)> = checked
+    let kept: Vec<(Name, AttrValue)> = checked
         .into_iter()
-        .filter_map(|(name, value)| Some((name.into_boxed_str(), value?)))
+        .filter_map(|(name, value)| Some((Name::from(name), value?)))
         .collect();
     if kept.len() > MAX_ATTRIBUTES {
         return Err(ProfileError::TooManyAttributes(kept.len()));
@@ -325,7 +330,7 @@ impl<'de> Deserialize<'de> for RawAttr {
                 let mut bad = None;
                 while let Some(Shaped(item)) = seq.next_element::<Shaped<String>>()? {
                     match item {
-                        Some(s) => items.push(s.into_boxed_str()),
+                        Some(s) => items.push(Name::from(s)),
                         None => bad = bad.or(Some(AttrError::ListItem)),
                     }
                 }
@@ -342,7 +347,7 @@ impl<'de> Deserialize<'de> for RawAttr {
                 let mut bad = None;
                 while let Some(key) = map.next_key::<String>()? {
                     match map.next_value::<Shaped<f64>>()?.0 {
-                        Some(n) => entries.push((key.into_boxed_str(), n)),
+                        Some(n) => entries.push((Name::from(key), n)),
                         None => bad = bad.or(Some(AttrError::CountValue(key))),
                     }
                 }
