@@ -637,8 +637,9 @@ pub fn load_campaigns(path: &Path) -> Result<Vec<Campaign>, CampaignFileError> {
 /// campaigns a transition there can trigger.
 pub struct Campaigns {
     list: Vec<Campaign>,
-    /// Enter / dwell / exit / nearby campaigns selecting each fence.
-    by_fence: Vec<SmallVec<[CampaignIdx; 2]>>,
+    /// The campaigns selecting each fence, by trigger (enter, dwell, exit, nearby): a
+    /// transition looks only at the campaigns it can trigger.
+    by_fence: [Vec<SmallVec<[CampaignIdx; 2]>>; 4],
     /// Beacon campaigns selecting each store (through any of its fences).
     by_store: Vec<SmallVec<[CampaignIdx; 2]>>,
     /// Where nearby campaigns reach.
@@ -663,7 +664,8 @@ impl Campaigns {
         reach_slack_m: f64,
     ) -> Self {
         list.sort_by(|a, b| a.id.cmp(&b.id));
-        let mut by_fence = vec![SmallVec::new(); fences.len()];
+        let mut by_fence: [Vec<SmallVec<[CampaignIdx; 2]>>; 4] =
+            std::array::from_fn(|_| vec![SmallVec::new(); fences.len()]);
         let mut by_store = vec![SmallVec::new(); stores.len()];
         let mut reach_radius = vec![0.0f64; fences.len()];
         for (ci, c) in list.iter().enumerate() {
@@ -676,9 +678,11 @@ impl Campaigns {
                     continue;
                 }
                 match &c.trigger {
-                    Trigger::Enter | Trigger::Dwell { .. } | Trigger::Exit => by_fence[fi].push(ci),
+                    Trigger::Enter => by_fence[0][fi].push(ci),
+                    Trigger::Dwell { .. } => by_fence[1][fi].push(ci),
+                    Trigger::Exit => by_fence[2][fi].push(ci),
                     Trigger::Nearby { within_m } => {
-                        by_fence[fi].push(ci);
+                        by_fence[3][fi].push(ci);
                         reach_radius[fi] = reach_radius[fi].max(*within_m);
                     }
                     Trigger::Beacon { .. } => {
@@ -719,8 +723,17 @@ impl Campaigns {
             .map(|(i, c)| (CampaignIdx(i as u32), c))
     }
 
-    pub fn at_fence(&self, f: FenceIdx) -> &[CampaignIdx] {
-        &self.by_fence[f.get()]
+    /// The active campaigns a `trigger` at fence `f` can make offers for (beacon campaigns are
+    /// by store: [`Campaigns::at_store`]).
+    pub fn at_fence(&self, f: FenceIdx, trigger: TriggerKind) -> &[CampaignIdx] {
+        let k = match trigger {
+            TriggerKind::Enter => 0,
+            TriggerKind::Dwell => 1,
+            TriggerKind::Exit => 2,
+            TriggerKind::Nearby => 3,
+            TriggerKind::Beacon => return &[],
+        };
+        &self.by_fence[k][f.get()]
     }
 
     pub fn at_store(&self, s: StoreIdx) -> &[CampaignIdx] {

@@ -295,10 +295,8 @@ impl Engine {
             match t {
                 Transition::Enter { fence, ts } => {
                     event(fence, PresenceKind::Enter, ts, ts);
-                    for &c in campaigns.at_fence(fence) {
-                        if campaigns.get(c).trigger == Trigger::Enter {
-                            candidate(c, fence, TriggerKind::Enter, ts, Meters(0.0), false);
-                        }
+                    for &c in campaigns.at_fence(fence, TriggerKind::Enter) {
+                        candidate(c, fence, TriggerKind::Enter, ts, Meters(0.0), false);
                     }
                 }
                 Transition::Stay {
@@ -311,7 +309,7 @@ impl Engine {
                     if crossed(dwell_ms) {
                         event(fence, PresenceKind::Dwell, now, since);
                     }
-                    for &c in campaigns.at_fence(fence) {
+                    for &c in campaigns.at_fence(fence, TriggerKind::Dwell) {
                         if let Trigger::Dwell { min_s } = campaigns.get(c).trigger {
                             if crossed(i64::from(min_s) * 1000) {
                                 candidate(c, fence, TriggerKind::Dwell, now, Meters(0.0), false);
@@ -326,10 +324,8 @@ impl Engine {
                     offered,
                 } => {
                     event(fence, PresenceKind::Exit, ts, since);
-                    for &c in campaigns.at_fence(fence) {
-                        if campaigns.get(c).trigger == Trigger::Exit {
-                            candidate(c, fence, TriggerKind::Exit, ts, Meters(0.0), offered);
-                        }
+                    for &c in campaigns.at_fence(fence, TriggerKind::Exit) {
+                        candidate(c, fence, TriggerKind::Exit, ts, Meters(0.0), offered);
                     }
                 }
                 Transition::InRange { beacon, ts } => {
@@ -357,7 +353,7 @@ impl Engine {
                     distance,
                     closest_before,
                 } => {
-                    for &c in campaigns.at_fence(fence) {
+                    for &c in campaigns.at_fence(fence, TriggerKind::Nearby) {
                         if let Trigger::Nearby { within_m } = campaigns.get(c).trigger {
                             if distance.0 <= within_m && within_m < closest_before.0 {
                                 candidate(c, fence, TriggerKind::Nearby, ts, distance, false);
