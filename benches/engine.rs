@@ -14,7 +14,9 @@
 //!   (`Campaigns::reach`), which `on_ping` runs for every precise location fix;
 //! - `core/decode+on_ping`: decode and `Engine::on_ping` (one reused `Output`, cleared per
 //!   ping) — the whole core, in **steady state**: every device already tracked and with its
-//!   history (caps, budgets) from earlier days.
+//!   history (caps, budgets) from earlier days;
+//! - `core/decode+on_batch`: the same through `Engine::on_batch`, 256 pings a call (device
+//!   lookups staged with prefetch hints).
 //!
 //! The pre-encoded pings are one day of traffic; they are replayed in a loop, each replay
 //! shifted by one day in event time (added after decode), so devices come back on later days
@@ -44,6 +46,8 @@ const FENCES: usize = 10_000;
 const CAMPAIGNS: usize = 120;
 /// Pings per criterion iteration.
 const CHUNK: usize = 100_000;
+/// Pings per `Engine::on_batch` call in the batched runs (a Kafka poll's worth).
+const BATCH: usize = 256;
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -115,25 +119,37 @@ struct Replay {
     out: Output,
     next: usize,
     day: i64,
+    /// Pings per `Engine::on_batch` call (1: `Engine::on_ping`).
+    batch: usize,
     /// Stats at the start of each replay of the pings.
     at_day_start: Vec<Stats>,
 }
 
 impl Replay {
+    /// Feeds the next `n` pings (at most to the end of the day), `batch` at a time.
     fn step(&mut self, pings: &Pings, n: usize) {
         let shift = self.day * TRAFFIC_SPAN_MS;
-        for _ in 0..n {
-            let mut p = decode(pings.get(self.next)).unwrap();
-            p.ts.0 += shift;
-            self.engine.on_ping(&p, &mut self.out);
-            self.out.clear();
-            self.next += 1;
-            if self.next == pings.len() {
-                self.next = 0;
-                self.day += 1;
-                self.at_day_start.push(self.engine.stats().clone());
-                return;
+        let end = (self.next + n).min(pings.len());
+        while self.next < end {
+            let upto = (self.next + self.batch).min(end);
+            let decoded = |i| {
+                let mut p = decode(pings.get(i)).unwrap();
+                p.ts.0 += shift;
+                p
+            };
+            if self.batch == 1 {
+                self.engine.on_ping(&decoded(self.next), &mut self.out);
+            } else {
+                let batch: Vec<_> = (self.next..upto).map(decoded).collect();
+                self.engine.on_batch(&batch, &mut self.out);
             }
+            self.out.clear();
+            self.next = upto;
+        }
+        if self.next == pings.len() {
+            self.next = 0;
+            self.day += 1;
+            self.at_day_start.push(self.engine.stats().clone());
         }
     }
 
@@ -207,9 +223,13 @@ fn bench_core(c: &mut Criterion) {
         out: Output::default(),
         next: 0,
         day: 0,
+        batch: 1,
     };
     let first = replay.day(&pings);
     let second = replay.day(&pings);
+    replay.batch = BATCH;
+    let third = replay.day(&pings);
+    replay.batch = 1;
     let s = &replay.at_day_start;
     report(
         "first pass (cold: no presence or offer history)",
@@ -226,6 +246,14 @@ fn bench_core(c: &mut Criterion) {
         Some(second),
         &s[1],
         &s[2],
+    );
+    report(
+        &format!("third pass (steady state, on_batch of {BATCH})"),
+        pings.len(),
+        devices,
+        Some(third),
+        &s[2],
+        &s[3],
     );
     eprintln!("devices tracked: {}", replay.engine.devices().len());
 
@@ -306,6 +334,21 @@ fn bench_core(c: &mut Criterion) {
         })
     });
     g.bench_function(BenchmarkId::new("decode+on_ping", devices), |b| {
+        b.iter_custom(|iters| {
+            let t = Instant::now();
+            for _ in 0..iters {
+                let mut left = CHUNK;
+                while left > 0 {
+                    let n = left.min(pings.len() - replay.next);
+                    replay.step(&pings, n);
+                    left -= n;
+                }
+            }
+            t.elapsed()
+        })
+    });
+    replay.batch = BATCH;
+    g.bench_function(BenchmarkId::new("decode+on_batch", devices), |b| {
         b.iter_custom(|iters| {
             let t = Instant::now();
             for _ in 0..iters {

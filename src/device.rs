@@ -1,14 +1,17 @@
 //! Devices: everything the core keeps per device — its profile, presence tracks and offer
 //! ledger — in one table keyed by device id.
 //!
-//! The hash table holds 4-byte slot numbers and ids up to 38 bytes (a UUID fits) live inline in
-//! their slot, longer ones in one byte arena: a million tracked devices cost their state, not a
-//! million small string allocations, and finding a device touches the slot it needs next anyway
-//! (README, "Performance").
+//! The index holds 8-byte words (a hash tag and a slot number) and ids up to 38 bytes (a UUID
+//! fits) live inline in their slot, longer ones in one byte arena: a million tracked devices cost
+//! their state, not a million small string allocations, and finding a device touches the slot it
+//! needs next anyway. A word's place follows from the id's hash alone, so a batch can prefetch
+//! the index words, then the slots, of all its devices before it reads any (README,
+//! "Performance").
 
-use hashbrown::{DefaultHashBuilder, HashTable};
+use hashbrown::DefaultHashBuilder;
 use std::hash::BuildHasher;
 
+use crate::cache::prefetch;
 use crate::caps::Ledger;
 use crate::presence::Tracks;
 use crate::profile::Profile;
@@ -67,7 +70,9 @@ impl Id {
 
 #[derive(Default)]
 pub struct Devices {
-    table: HashTable<u32>,
+    /// Open addressing with linear probing over `tag << 32 | (slot + 1)` words (0: empty),
+    /// at most half full, so a probe usually reads one word.
+    index: Vec<u64>,
     hasher: DefaultHashBuilder,
     ids: Vec<u8>,
     slots: Vec<Device>,
@@ -82,39 +87,110 @@ impl Devices {
         self.slots.is_empty()
     }
 
+    /// The hash [`Devices::find_hashed`], [`Devices::slot_hashed`] and the prefetches take.
+    pub fn hash(&self, id: &str) -> u64 {
+        self.hasher.hash_one(id.as_bytes())
+    }
+
+    fn home(&self, hash: u64) -> usize {
+        hash as usize & (self.index.len() - 1)
+    }
+
     pub fn find(&self, id: &str) -> Option<DeviceSlot> {
-        let hash = self.hasher.hash_one(id.as_bytes());
-        self.table
-            .find(hash, |&s| self.id_of(s) == id.as_bytes())
-            .map(|&s| DeviceSlot(s))
+        self.find_hashed(id, self.hash(id))
+    }
+
+    pub fn find_hashed(&self, id: &str, hash: u64) -> Option<DeviceSlot> {
+        if self.index.is_empty() {
+            return None;
+        }
+        let (tag, mask) = (hash >> 32, self.index.len() - 1);
+        let mut i = self.home(hash);
+        loop {
+            match self.index[i] {
+                0 => return None,
+                w if w >> 32 == tag && self.id_of((w as u32) - 1) == id.as_bytes() => {
+                    return Some(DeviceSlot((w as u32) - 1))
+                }
+                _ => i = (i + 1) & mask,
+            }
+        }
+    }
+
+    /// Batch stage 1: start loading the index word `hash` probes first.
+    pub fn prefetch_index(&self, hash: u64) {
+        if !self.index.is_empty() {
+            prefetch(&self.index[self.home(hash)]);
+        }
+    }
+
+    /// Batch stage 2 (index words loaded): start loading the slot the first word with the
+    /// hash's tag points at — almost always the device's own.
+    pub fn prefetch_slot(&self, hash: u64) {
+        if self.index.is_empty() {
+            return;
+        }
+        let (tag, mask) = (hash >> 32, self.index.len() - 1);
+        let mut i = self.home(hash);
+        while let w @ 1.. = self.index[i] {
+            if w >> 32 == tag {
+                prefetch(&self.slots[(w as u32 - 1) as usize]);
+                return;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// Batch stage 3 (slots loaded): start loading the device's state on the heap.
+    pub fn prefetch_state(&self, s: DeviceSlot) {
+        let d = self.get(s);
+        d.tracks.prefetch();
+        if let Some(p) = &d.profile {
+            prefetch(&**p);
+        }
     }
 
     /// The device's slot, added (with empty state) if it is new. Ids are at most 128
     /// characters, 512 bytes (the decoders refuse longer ones).
     pub fn slot(&mut self, id: &str) -> DeviceSlot {
-        if let Some(s) = self.find(id) {
+        self.slot_hashed(id, self.hash(id))
+    }
+
+    pub fn slot_hashed(&mut self, id: &str, hash: u64) -> DeviceSlot {
+        if let Some(s) = self.find_hashed(id, hash) {
             return s;
         }
-        let hash = self.hasher.hash_one(id.as_bytes());
-        let Self {
-            table,
-            hasher,
-            ids,
-            slots,
-        } = self;
-        let s = slots.len() as u32;
-        slots.push(Device {
-            id: Id::new(id, ids),
+        if (self.slots.len() + 1) * 2 > self.index.len() {
+            self.grow();
+        }
+        let s = self.slots.len() as u32;
+        self.slots.push(Device {
+            id: Id::new(id, &mut self.ids),
             newest: Timestamp(i64::MIN),
             profile: None,
             tracks: Tracks::default(),
             ledger: Ledger::default(),
         });
-        let (ids, slots) = (&*ids, &*slots);
-        table.insert_unique(hash, s, |&s| {
-            hasher.hash_one(id_bytes(ids, &slots[s as usize]))
-        });
+        self.place(hash, s);
         DeviceSlot(s)
+    }
+
+    fn place(&mut self, hash: u64, s: u32) {
+        let mask = self.index.len() - 1;
+        let mut i = self.home(hash);
+        while self.index[i] != 0 {
+            i = (i + 1) & mask;
+        }
+        self.index[i] = (hash >> 32) << 32 | u64::from(s + 1);
+    }
+
+    /// Doubles the index and files every device again.
+    fn grow(&mut self) {
+        self.index = vec![0; (self.index.len() * 2).max(16)];
+        for s in 0..self.slots.len() as u32 {
+            let hash = self.hasher.hash_one(self.id_of(s));
+            self.place(hash, s);
+        }
     }
 
     fn id_of(&self, s: u32) -> &[u8] {

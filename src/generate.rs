@@ -1025,7 +1025,7 @@ mod tests {
     }
 
     #[test]
-    fn the_core_makes_offers_on_generated_data() {
+    fn the_core_makes_offers_on_generated_data_one_ping_or_a_batch_at_a_time() {
         use crate::engine::{Engine, EngineConfig};
         use crate::fence::{FenceIndex, IndexOptions};
         use crate::offer::Output;
@@ -1034,37 +1034,58 @@ mod tests {
         write_fences(&spec, &mut bytes).unwrap();
         let fences = parse_fences(&bytes, LoadMode::Strict).unwrap().fences;
         let index = FenceIndex::new(fences, IndexOptions::default());
-        let world = crate::world::World::new(
-            index,
-            crate::beacon::BeaconRegistry::default(),
-            campaigns(&spec, 120).unwrap(),
-            25.0,
-        )
-        .unwrap();
-        let mut engine = Engine::new(std::sync::Arc::new(world), EngineConfig::default());
-        for (device_id, profile) in profiles(&spec, 5_000) {
-            engine.on_profile(ProfileRecord::Upsert {
-                device_id: device_id.into(),
-                profile,
-            });
+        let world = std::sync::Arc::new(
+            crate::world::World::new(
+                index,
+                crate::beacon::BeaconRegistry::default(),
+                campaigns(&spec, 120).unwrap(),
+                25.0,
+            )
+            .unwrap(),
+        );
+        let engine = || {
+            let mut engine = Engine::new(world.clone(), EngineConfig::default());
+            for (device_id, profile) in profiles(&spec, 5_000) {
+                engine.on_profile(ProfileRecord::Upsert {
+                    device_id: device_id.into(),
+                    profile,
+                });
+            }
+            engine
+        };
+        let lines: Vec<Vec<u8>> = device_pings(&spec, 5_000, 20_000).collect();
+        let pings: Vec<_> = lines
+            .iter()
+            .map(|l| crate::ping::decode(l).unwrap())
+            .collect();
+        let (mut one, mut by_one) = (engine(), Output::default());
+        for p in &pings {
+            one.on_ping(p, &mut by_one);
         }
-        let mut out = Output::default();
-        let (mut offers, mut presence) = (0, 0);
-        for line in device_pings(&spec, 5_000, 20_000) {
-            engine.on_ping(&crate::ping::decode(&line).unwrap(), &mut out);
-            offers += out.offers.len();
-            presence += out.presence.len();
-            out.clear();
-        }
-        let stats = engine.stats();
+        let stats = one.stats();
         assert!(
             stats.presence.iter().all(|&n| n > 0),
             "{:?}",
             stats.presence
         );
+        let (offers, presence) = (by_one.offers.len(), by_one.presence.len());
         assert!(
             offers > 250 && presence > 1_000,
             "{offers} offers, {presence} events"
         );
+        // Batches of uneven sizes (a device can recur within one) change nothing.
+        let (mut batched, mut by_batch) = (engine(), Output::default());
+        let mut rest = &pings[..];
+        for size in [1, 3, 256, 7, 1000].into_iter().cycle() {
+            let (batch, tail) = rest.split_at(size.min(rest.len()));
+            batched.on_batch(batch, &mut by_batch);
+            rest = tail;
+            if rest.is_empty() {
+                break;
+            }
+        }
+        assert_eq!(by_batch.offers, by_one.offers);
+        assert_eq!(by_batch.presence, by_one.presence);
+        assert_eq!(batched.stats(), one.stats());
     }
 }

@@ -16,6 +16,7 @@
 //! - [`offer`]: offers and presence events (§6), deterministic ids, JSON encoding.
 //! - [`engine`]: composes the stages over a [`world::World`] and the [`device`] table; pure.
 //! - [`replay`]: `beckon replay`, the engine over a JSON Lines file (§7), with a summary.
+//! - [`cache`]: prefetch hints, so a batch's cache misses overlap.
 //! - [`json_type`]: naming JSON types in error messages (which field has the wrong type).
 //! - [`sphere`], [`time`]: the units everything above speaks: positions, metres, event time.
 //! - [`local_time`]: IANA zones (bundled tzdb) and wall-clock time, for schedules and local-day caps.
@@ -49,6 +50,7 @@
 
 pub mod audience;
 pub mod beacon;
+pub mod cache;
 pub mod campaign;
 pub mod caps;
 pub mod demo;

@@ -249,6 +249,13 @@ impl Tracks {
         self.0.len()
     }
 
+    /// Starts loading the tracks (for a batch; see `crate::cache`).
+    pub fn prefetch(&self) {
+        if let Some(t) = self.0.first() {
+            crate::cache::prefetch(t);
+        }
+    }
+
     /// Whether the visit at `store` already had an offer.
     pub fn visit_offered(&self, store: StoreIdx) -> bool {
         self.0

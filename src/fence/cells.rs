@@ -318,7 +318,7 @@ impl Level {
     /// Starts loading a span's members (see `prefetch`).
     pub fn prefetch(&self, s: Span) {
         if let Some(m) = self.members.get(s.start as usize) {
-            super::prefetch(m);
+            crate::cache::prefetch(m);
         }
     }
 }

@@ -97,14 +97,14 @@ impl ExactTests {
 
     /// Starts loading fence `i`'s test record (see `prefetch`).
     pub fn prefetch_test(&self, i: FenceIdx) {
-        super::prefetch(&self.tests[i.get()]);
+        crate::cache::prefetch(&self.tests[i.get()]);
     }
 
     /// Starts loading the coordinates of fence `i`, once its record is at hand.
     pub fn prefetch_coords(&self, i: FenceIdx) {
         if let Test::Area { first_coord, .. } = &self.tests[i.get()] {
             if let Some(c) = self.coords.get(*first_coord as usize) {
-                super::prefetch(c);
+                crate::cache::prefetch(c);
             }
         }
     }

@@ -21,21 +21,6 @@ use crate::hours::WeeklyHours;
 use crate::local_time::Zone;
 use crate::sphere::Meters;
 
-/// Asks the CPU to start loading the cache line of `r` without waiting for it: a batch issues
-/// these for many points before it reads any of them, so that their cache misses overlap.
-#[inline]
-fn prefetch<T>(r: &T) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is only a hint to the cache: it reads nothing the program sees and
-    // cannot fault (and `r` is a valid reference besides).
-    unsafe {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        _mm_prefetch::<_MM_HINT_T0>((r as *const T).cast());
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = r;
-}
-
 /// Position of a fence in its [`FenceIndex`]: the small `Copy` id the hot path carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct FenceIdx(pub u32);
