@@ -8,7 +8,6 @@
 //! the index words, then the slots, of all its devices before it reads any (README,
 //! "Performance").
 
-use hashbrown::DefaultHashBuilder;
 use std::hash::BuildHasher;
 
 use crate::cache::prefetch;
@@ -73,7 +72,9 @@ pub struct Devices {
     /// Open addressing with linear probing over `tag << 32 | (slot + 1)` words (0: empty),
     /// at most half full, so a probe usually reads one word.
     index: Vec<u64>,
-    hasher: DefaultHashBuilder,
+    /// Keyed per process: ids come from outside, and a fixed hash would let someone choose
+    /// ids that all probe the same words.
+    hasher: foldhash::fast::RandomState,
     ids: Vec<u8>,
     slots: Vec<Device>,
 }
