@@ -289,7 +289,15 @@ impl FenceIndex {
                         }
                     }
                 }
-                sphere::distance(Point(best.1), Point(best.2))
+                // Up to ~5 km, below 70° of latitude, the local frame's own distance is the
+                // sphere's to within 0.15% (tan(lat)·Δlat/2; far under a fix's accuracy) and
+                // saves the haversine's transcendentals on presence's hot path; otherwise
+                // measure on the sphere.
+                if best.0 < LOCAL_FRAME_DEG * LOCAL_FRAME_DEG && pt.y().abs() < 70.0 {
+                    Meters(best.0.sqrt() * sphere::EARTH_RADIUS_M.to_radians())
+                } else {
+                    sphere::distance(Point(best.1), Point(best.2))
+                }
             }
         }
     }
@@ -310,6 +318,10 @@ pub struct Batch {
     /// (point, fence) pairs whose bounding box holds the point, awaiting the exact test.
     candidates: Vec<(u32, FenceIdx)>,
 }
+
+/// How close (degrees, in the local frame) a polygon edge must be for its distance to be taken
+/// in that frame.
+const LOCAL_FRAME_DEG: f64 = 0.045;
 
 fn closest_on_segment(q: Coord<f64>, a: Coord<f64>, b: Coord<f64>, scale: f64) -> Coord<f64> {
     let (dx, dy) = ((b.x - a.x) * scale, b.y - a.y);
