@@ -587,6 +587,15 @@ pub fn profiles(spec: &GenSpec, devices: usize) -> impl Iterator<Item = (String,
     })
 }
 
+/// [`profiles`] as JSON Lines (CONTRACTS §5), e.g. for `beckon replay --profiles`.
+pub fn write_profiles(spec: &GenSpec, devices: usize, mut out: impl Write) -> io::Result<()> {
+    for line in (1..=devices).filter_map(|n| profile_line(spec.seed, n)) {
+        out.write_all(&line)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()
+}
+
 /// Device `n`'s profile as a JSON line, or `None` when it has none.
 fn profile_line(seed: u64, n: usize) -> Option<Vec<u8>> {
     let mut rng = rng_for(seed, 0x9E0_F11E, n as u64);

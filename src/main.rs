@@ -86,12 +86,24 @@ enum Command {
     },
     /// Replay the built-in fixtures through the core and show what happens (no setup needed).
     Demo,
-    /// Write deterministic synthetic fences and pings (DIR/fences.geojson, DIR/pings.jsonl).
+    /// Write deterministic synthetic fences and pings (DIR/fences.geojson, DIR/pings.jsonl);
+    /// with --devices, also campaigns, profiles and walking devices' pings for `replay`
+    /// (DIR/campaigns.json, DIR/profiles.jsonl, DIR/device-pings.jsonl).
     Gen {
         #[arg(long, default_value_t = 10_000)]
         fences: usize,
+        /// Random pings over the fences' cities (for `match`).
         #[arg(long, default_value_t = 1_000_000)]
         pings: usize,
+        /// Devices walking into, past and around the fences (for `replay`); 0: none.
+        #[arg(long, default_value_t = 0)]
+        devices: usize,
+        /// Mean location fixes per device.
+        #[arg(long, default_value_t = 20)]
+        fixes_per_device: usize,
+        /// Generated campaigns (with --devices).
+        #[arg(long, default_value_t = 120)]
+        campaigns: usize,
         #[arg(long, default_value_t = 42)]
         seed: u64,
         #[arg(long)]
@@ -321,6 +333,9 @@ fn main() -> Result<()> {
         Command::Gen {
             fences,
             pings,
+            devices,
+            fixes_per_device,
+            campaigns,
             seed,
             out,
         } => {
@@ -340,6 +355,16 @@ fn main() -> Result<()> {
             let t = Instant::now();
             generate::write_fences(&spec, create("fences.geojson")?).context("writing fences")?;
             generate::write_pings(&spec, create("pings.jsonl")?).context("writing pings")?;
+            if devices > 0 {
+                let list = generate::campaign_values(&spec, campaigns);
+                serde_json::to_writer_pretty(create("campaigns.json")?, &list)
+                    .context("writing campaigns")?;
+                generate::write_profiles(&spec, devices, create("profiles.jsonl")?)
+                    .context("writing profiles")?;
+                let fixes = devices.saturating_mul(fixes_per_device);
+                generate::write_device_pings(&spec, devices, fixes, create("device-pings.jsonl")?)
+                    .context("writing device pings")?;
+            }
             eprintln!(
                 "wrote {fences} fences and {pings} pings (seed {seed}) to {} in {:.1} s",
                 out.display(),
