@@ -333,35 +333,23 @@ fn bench_core(c: &mut Criterion) {
             t.elapsed()
         })
     });
-    g.bench_function(BenchmarkId::new("decode+on_ping", devices), |b| {
-        b.iter_custom(|iters| {
-            let t = Instant::now();
-            for _ in 0..iters {
-                let mut left = CHUNK;
-                while left > 0 {
-                    let n = left.min(pings.len() - replay.next);
-                    replay.step(&pings, n);
-                    left -= n;
+    for (name, batch) in [("decode+on_ping", 1), ("decode+on_batch", BATCH)] {
+        replay.batch = batch;
+        g.bench_function(BenchmarkId::new(name, devices), |b| {
+            b.iter_custom(|iters| {
+                let t = Instant::now();
+                for _ in 0..iters {
+                    let mut left = CHUNK;
+                    while left > 0 {
+                        let n = left.min(pings.len() - replay.next);
+                        replay.step(&pings, n);
+                        left -= n;
+                    }
                 }
-            }
-            t.elapsed()
-        })
-    });
-    replay.batch = BATCH;
-    g.bench_function(BenchmarkId::new("decode+on_batch", devices), |b| {
-        b.iter_custom(|iters| {
-            let t = Instant::now();
-            for _ in 0..iters {
-                let mut left = CHUNK;
-                while left > 0 {
-                    let n = left.min(pings.len() - replay.next);
-                    replay.step(&pings, n);
-                    left -= n;
-                }
-            }
-            t.elapsed()
-        })
-    });
+                t.elapsed()
+            })
+        });
+    }
     g.finish();
     let s = &replay.at_day_start;
     if s.len() >= 2 {
