@@ -289,3 +289,48 @@ fn replay_refuses_a_bad_campaign_naming_it_and_the_field() {
         "{err}"
     );
 }
+
+#[test]
+fn replay_takes_a_yaml_config_and_refuses_unknown_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |config: &str| {
+        let path = dir.path().join("beckon.yaml");
+        std::fs::write(&path, config).unwrap();
+        beckon(&[
+            "replay",
+            "--fences",
+            &fixture("fences.geojson"),
+            "--beacons",
+            &fixture("beacons.json"),
+            "--campaigns",
+            &fixture("campaigns"),
+            "--profiles",
+            &fixture("profiles.jsonl"),
+            "--pings",
+            &fixture("pings.jsonl"),
+            "--config",
+            path.to_str().unwrap(),
+        ])
+    };
+    // Quiet hours over the whole fixture day: every candidate that passed consent and audience is
+    // held back (the 7 offers, and the door greeting that lost the visit to one of them).
+    let quiet = run("caps:\n  quiet_hours: \"08:00-20:00\"\npresence:\n  dwell_s: 120\n");
+    assert!(
+        quiet.status.success(),
+        "{}",
+        String::from_utf8_lossy(&quiet.stderr)
+    );
+    assert!(
+        quiet.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&quiet.stdout)
+    );
+    assert!(String::from_utf8_lossy(&quiet.stderr).contains("\"quiet_hours\": 8"));
+    let bad = run("presence:\n  dwel_s: 120\n");
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("beckon.yaml") && err.contains("unknown field `dwel_s`"),
+        "{err}"
+    );
+}
