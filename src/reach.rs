@@ -4,7 +4,6 @@
 //! ruled out by a lower bound on the distance to their bounding box before any exact distance.
 
 use rustc_hash::FxHashMap;
-use smallvec::SmallVec;
 
 use crate::fence::{FenceIdx, FenceIndex};
 use crate::presence::Reach;
@@ -16,10 +15,20 @@ const CELL_DEG: f64 = 0.01;
 
 #[derive(Debug, Default)]
 pub struct ReachIndex {
-    /// How far nearby campaigns reach around each fence (0: none does).
-    radius: Vec<f64>,
     slack_m: f64,
-    cells: FxHashMap<(i32, i32), SmallVec<[FenceIdx; 2]>>,
+    /// Each cell's fences with what a query needs inline: one read, no pointer to follow.
+    cells: FxHashMap<(i32, i32), Vec<Entry>>,
+}
+
+/// A fence's box (one of two for a fence split at the antimeridian) filed under a cell.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    fence: FenceIdx,
+    /// How far nearby campaigns reach around the fence.
+    radius: f64,
+    b: LonLatBox,
+    /// cos of the box's largest |latitude|: where a degree of longitude is shortest in it.
+    cos_lat: f64,
 }
 
 fn cell(lon: f64, lat: f64) -> (i32, i32) {
@@ -32,28 +41,27 @@ fn cell(lon: f64, lat: f64) -> (i32, i32) {
 impl ReachIndex {
     /// `radius[f]`: the largest reach of a nearby campaign selecting fence `f` (0 for none).
     pub fn new(radius: Vec<f64>, fences: &FenceIndex, slack_m: f64) -> Self {
-        let mut cells: FxHashMap<_, SmallVec<_>> = FxHashMap::default();
+        let mut cells: FxHashMap<_, Vec<Entry>> = FxHashMap::default();
         for (fi, &r) in radius.iter().enumerate().filter(|(_, &r)| r > 0.0) {
-            let f = FenceIdx(fi as u32);
-            for b in fences.boxes(f) {
+            let fence = FenceIdx(fi as u32);
+            for b in fences.boxes(fence) {
+                let entry = Entry {
+                    fence,
+                    radius: r,
+                    b: *b,
+                    cos_lat: b.min[1].abs().max(b.max[1].abs()).to_radians().cos(),
+                };
                 let g = grow(b, Meters(r + slack_m));
                 let (x0, y0) = cell(g.min[0], g.min[1]);
                 let (x1, y1) = cell(g.max[0], g.max[1]);
                 for x in x0..=x1 {
                     for y in y0..=y1 {
-                        let list = cells.entry((x, y)).or_default();
-                        if list.last() != Some(&f) {
-                            list.push(f);
-                        }
+                        cells.entry((x, y)).or_default().push(entry);
                     }
                 }
             }
         }
-        Self {
-            radius,
-            slack_m,
-            cells,
-        }
+        Self { slack_m, cells }
     }
 
     /// The fences reached from `p`, ascending, into `out` (cleared first). `hits` are the
@@ -63,22 +71,21 @@ impl ReachIndex {
         let Some(list) = self.cells.get(&cell(p.lon(), p.lat())) else {
             return;
         };
-        let pt = p.point();
-        for &f in list {
-            let radius = self.radius[f.get()];
-            let limit = radius + self.slack_m;
-            let distance = if hits.binary_search(&f).is_ok() {
+        let (pt, cos_p) = (p.point(), p.lat().to_radians().cos());
+        for e in list {
+            let limit = e.radius + self.slack_m;
+            let distance = if hits.binary_search(&e.fence).is_ok() {
                 Meters(0.0)
-            } else if fences.boxes(f).iter().all(|b| lower_bound(b, p) > limit) {
+            } else if lower_bound(&e.b, p, e.cos_lat.min(cos_p)) > limit {
                 continue;
             } else {
-                fences.edge_distance(f, pt)
+                fences.edge_distance(e.fence, pt)
             };
             if distance.0 <= limit {
                 out.push(Reach {
-                    fence: f,
+                    fence: e.fence,
                     distance,
-                    radius: Meters(radius),
+                    radius: Meters(e.radius),
                 });
             }
         }
@@ -89,19 +96,14 @@ impl ReachIndex {
 }
 
 /// A lower bound on the distance from `p` to anything in `b`, metres: the latitude gap is a
-/// true great-circle lower bound, the longitude gap is scaled at the higher of the two
-/// latitudes (where a degree is shortest) and trimmed by 1% for the sphere's curvature.
-fn lower_bound(b: &LonLatBox, p: LatLon) -> f64 {
+/// true great-circle lower bound; the longitude gap is scaled by `cos_lat`, the cosine at the
+/// higher of the two latitudes (where a degree is shortest), and trimmed by 1% for the sphere's
+/// curvature.
+fn lower_bound(b: &LonLatBox, p: LatLon, cos_lat: f64) -> f64 {
     let per_deg = EARTH_RADIUS_M.to_radians();
     let dy = (b.min[1] - p.lat()).max(p.lat() - b.max[1]).max(0.0);
     let dx = (b.min[0] - p.lon()).max(p.lon() - b.max[0]).max(0.0);
-    let lat = p
-        .lat()
-        .abs()
-        .max(b.min[1].abs())
-        .max(b.max[1].abs())
-        .min(90.0);
-    (dy * per_deg).max(dx * per_deg * lat.to_radians().cos() * 0.99)
+    (dy * per_deg).max(dx * per_deg * cos_lat * 0.99)
 }
 
 /// A lon/lat box grown by `d` on the sphere (generously in longitude near the poles).
@@ -125,28 +127,42 @@ mod tests {
     use crate::fence::{parse_fences, IndexOptions, LoadMode};
     use proptest::prelude::*;
 
-    fn index() -> FenceIndex {
-        let file = br#"{"type":"FeatureCollection","features":[
-          {"type":"Feature","id":"a","properties":{"store_id":"s"},"geometry":{"type":"Polygon",
-           "coordinates":[[[121.0,31.0],[121.002,31.0],[121.002,31.002],[121.0,31.002],[121.0,31.0]]]}},
-          {"type":"Feature","id":"b","properties":{"store_id":"s","radius_m":80},
-           "geometry":{"type":"Point","coordinates":[121.01,31.005]}},
-          {"type":"Feature","id":"c","properties":{"store_id":"t"},"geometry":{"type":"Polygon",
-           "coordinates":[[[121.03,31.0],[121.031,31.0],[121.031,31.001],[121.03,31.0]]]}}]}"#;
+    /// Three fences (a shop, a circle, a triangle) laid out from (`lat`, 121°).
+    fn index(lat: f64) -> FenceIndex {
+        let y = |d: f64| lat + d;
+        let file = format!(
+            r#"{{"type":"FeatureCollection","features":[
+          {{"type":"Feature","id":"a","properties":{{"store_id":"s"}},"geometry":{{"type":"Polygon",
+           "coordinates":[[[121.0,{a0}],[121.002,{a0}],[121.002,{a2}],[121.0,{a2}],[121.0,{a0}]]]}}}},
+          {{"type":"Feature","id":"b","properties":{{"store_id":"s","radius_m":80}},
+           "geometry":{{"type":"Point","coordinates":[121.01,{b}]}}}},
+          {{"type":"Feature","id":"c","properties":{{"store_id":"t"}},"geometry":{{"type":"Polygon",
+           "coordinates":[[[121.03,{a0}],[121.031,{a0}],[121.031,{c}],[121.03,{a0}]]]}}}}]}}"#,
+            a0 = y(0.0),
+            a2 = y(0.002),
+            b = y(0.005),
+            c = y(0.001)
+        );
         FenceIndex::new(
-            parse_fences(file, LoadMode::Strict).unwrap().fences,
+            parse_fences(file.as_bytes(), LoadMode::Strict)
+                .unwrap()
+                .fences,
             IndexOptions::default(),
         )
     }
 
     proptest! {
         /// The grid and the lower bound never lose a fence: the same answer as measuring every
-        /// fence.
+        /// fence — in Shanghai, and at 69° where a degree of longitude is a third as long.
         #[test]
-        fn agrees_with_measuring_every_fence(lat in 30.98f64..31.03, lon in 120.98f64..121.05) {
-            let fences = index();
+        fn agrees_with_measuring_every_fence(
+            base in prop::sample::select(vec![31.0, 69.0, -69.0]),
+            dlat in -0.02f64..0.03,
+            lon in 120.98f64..121.05,
+        ) {
+            let fences = index(base);
             let reach = ReachIndex::new(vec![150.0, 400.0, 0.0], &fences, 25.0);
-            let p = LatLon::new(lat, lon).unwrap();
+            let p = LatLon::new(base + dlat, lon).unwrap();
             let mut hits = crate::fence::Hits::new();
             fences.containing(p, &mut hits);
             let mut got = Vec::new();
