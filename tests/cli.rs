@@ -194,22 +194,29 @@ fn check_validates_the_fixture_registry_against_the_fences() {
     );
 }
 
+/// `beckon replay` over all the fixtures, with `more` arguments.
+fn replay_fixtures(more: &[&str]) -> Output {
+    let files = [
+        ("--fences", "fences.geojson"),
+        ("--beacons", "beacons.json"),
+        ("--campaigns", "campaigns"),
+        ("--profiles", "profiles.jsonl"),
+        ("--pings", "pings.jsonl"),
+    ]
+    .map(|(flag, name)| (flag, fixture(name)));
+    let mut args = vec!["replay"];
+    for (flag, path) in &files {
+        args.extend([*flag, path.as_str()]);
+    }
+    args.extend(more);
+    beckon(&args)
+}
+
 #[test]
 fn replay_writes_offers_presence_dead_letters_and_a_summary() {
     let dir = tempfile::tempdir().unwrap();
     let file = |n: &str| dir.path().join(n).to_str().unwrap().to_owned();
-    let out = beckon(&[
-        "replay",
-        "--fences",
-        &fixture("fences.geojson"),
-        "--beacons",
-        &fixture("beacons.json"),
-        "--campaigns",
-        &fixture("campaigns"),
-        "--profiles",
-        &fixture("profiles.jsonl"),
-        "--pings",
-        &fixture("pings.jsonl"),
+    let out = replay_fixtures(&[
         "--presence",
         &file("presence.jsonl"),
         "--dead-letters",
@@ -296,21 +303,7 @@ fn replay_takes_a_yaml_config_and_refuses_unknown_settings() {
     let run = |config: &str| {
         let path = dir.path().join("beckon.yaml");
         std::fs::write(&path, config).unwrap();
-        beckon(&[
-            "replay",
-            "--fences",
-            &fixture("fences.geojson"),
-            "--beacons",
-            &fixture("beacons.json"),
-            "--campaigns",
-            &fixture("campaigns"),
-            "--profiles",
-            &fixture("profiles.jsonl"),
-            "--pings",
-            &fixture("pings.jsonl"),
-            "--config",
-            path.to_str().unwrap(),
-        ])
+        replay_fixtures(&["--config", path.to_str().unwrap()])
     };
     // Quiet hours over the whole fixture day: every candidate that passed consent and audience is
     // held back (the 7 offers, and the door greeting that lost the visit to one of them).
