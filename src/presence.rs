@@ -162,7 +162,7 @@ pub enum Subject {
     Near(FenceIdx),
 }
 
-/// One thing a device is at, in range of, or near: 32 bytes, so a device's state stays small.
+/// One thing a device is at, in range of, or near: 40 bytes, so a device's state stays small.
 ///
 /// Fence: `since` = enter, `last` = newest inside evidence, `aux` = first outside evidence since
 /// (or `NEVER`). Beacon: `since` = in range from, `last` = newest sighting, `aux` = newest
@@ -597,6 +597,11 @@ mod tests {
                 Transition::Near { .. } => "near",
             })
             .collect()
+    }
+
+    #[test]
+    fn a_track_stays_small() {
+        assert_eq!(std::mem::size_of::<Track>(), 40);
     }
 
     #[test]
