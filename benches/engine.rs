@@ -262,76 +262,54 @@ fn bench_core(c: &mut Criterion) {
         .warm_up_time(Duration::from_secs(2))
         .measurement_time(Duration::from_secs(10))
         .throughput(Throughput::Elements(CHUNK as u64));
+    // Stage peers, to split the whole core's time: decoding alone, matching, the device table
+    // lookup (a table holding the same 1 M ids), and matching plus the nearby campaigns' reach.
     let mut next = 0;
-    g.bench_function(BenchmarkId::new("decode", devices), |b| {
-        b.iter_custom(|iters| {
-            let t = Instant::now();
-            for _ in 0..iters {
-                for _ in 0..CHUNK {
-                    black_box(decode(pings.get(next)).unwrap());
-                    next = (next + 1) % pings.len();
+    let mut stage = |name: &str, work: &mut dyn FnMut(&[u8])| {
+        g.bench_function(BenchmarkId::new(name, devices), |b| {
+            b.iter_custom(|iters| {
+                let t = Instant::now();
+                for _ in 0..iters {
+                    for _ in 0..CHUNK {
+                        work(pings.get(next));
+                        next = (next + 1) % pings.len();
+                    }
                 }
-            }
-            t.elapsed()
-        })
+                t.elapsed()
+            })
+        });
+    };
+    stage("decode", &mut |bytes| {
+        black_box(decode(bytes).unwrap());
     });
     let mut hits = Hits::new();
-    g.bench_function(BenchmarkId::new("decode+containing", devices), |b| {
-        b.iter_custom(|iters| {
-            let t = Instant::now();
-            for _ in 0..iters {
-                for _ in 0..CHUNK {
-                    let p = decode(pings.get(next)).unwrap();
-                    if let PingKind::Location { at, .. } = p.kind {
-                        world.fences.containing(at, &mut hits);
-                    }
-                    black_box((&p, &hits));
-                    next = (next + 1) % pings.len();
-                }
-            }
-            t.elapsed()
-        })
+    stage("decode+containing", &mut |bytes| {
+        let p = decode(bytes).unwrap();
+        if let PingKind::Location { at, .. } = p.kind {
+            world.fences.containing(at, &mut hits);
+        }
+        black_box((&p, &hits));
     });
-    // Stage peers, to split the whole core's time: the device table lookup alone (a table
-    // holding the same 1 M ids), and matching plus the nearby campaigns' reach query.
     let mut table = Devices::default();
     for n in 1..=devices {
         table.slot(&generate::device_id(n));
     }
-    g.bench_function(BenchmarkId::new("decode+device_slot", devices), |b| {
-        b.iter_custom(|iters| {
-            let t = Instant::now();
-            for _ in 0..iters {
-                for _ in 0..CHUNK {
-                    let p = decode(pings.get(next)).unwrap();
-                    black_box(table.slot(&p.device_id));
-                    next = (next + 1) % pings.len();
-                }
-            }
-            t.elapsed()
-        })
+    stage("decode+device_slot", &mut |bytes| {
+        let p = decode(bytes).unwrap();
+        black_box(table.slot(&p.device_id));
     });
     drop(table);
     let mut reach = Vec::new();
-    g.bench_function(BenchmarkId::new("decode+containing+reach", devices), |b| {
-        b.iter_custom(|iters| {
-            let t = Instant::now();
-            for _ in 0..iters {
-                for _ in 0..CHUNK {
-                    let p = decode(pings.get(next)).unwrap();
-                    if let PingKind::Location { at, .. } = p.kind {
-                        world.fences.containing(at, &mut hits);
-                        world
-                            .campaigns
-                            .reach()
-                            .query(at, &hits, &world.fences, &mut reach);
-                    }
-                    black_box((&p, &hits, &reach));
-                    next = (next + 1) % pings.len();
-                }
-            }
-            t.elapsed()
-        })
+    stage("decode+containing+reach", &mut |bytes| {
+        let p = decode(bytes).unwrap();
+        if let PingKind::Location { at, .. } = p.kind {
+            world.fences.containing(at, &mut hits);
+            world
+                .campaigns
+                .reach()
+                .query(at, &hits, &world.fences, &mut reach);
+        }
+        black_box((&p, &hits, &reach));
     });
     for (name, batch) in [("decode+on_ping", 1), ("decode+on_batch", BATCH)] {
         replay.batch = batch;

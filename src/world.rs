@@ -1,5 +1,5 @@
 //! The world the core decides in: fences, beacons, the stores they belong to, and the campaigns
-//! compiled against them. Built once, read by every stage; replaced whole on reload.
+//! compiled against them. Built once and read by every stage (a reload will build a new one).
 
 use crate::beacon::BeaconRegistry;
 use crate::campaign::{Campaign, Campaigns};
