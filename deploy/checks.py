@@ -47,7 +47,8 @@ CONFIG = {
     },
     "world": {"fences": None, "beacons": None, "campaigns": None, "reload_interval_s": int},
     "http": {"listen": None},
-    "log": {"format": {"text", "json"}, "level": {"trace", "debug", "info", "warn", "error"}},
+    # level: a tracing filter ("info", "info,rdkafka=warn"), so any string.
+    "log": {"format": {"text", "json"}, "level": None},
 }
 
 errors = []
@@ -122,7 +123,7 @@ def cmd_config():
         done()
     example = load_yaml(DEPLOY / "beckon.yaml")
     check_tree("deploy/beckon.yaml", example, CONFIG)
-    ok("deploy/beckon.yaml has the config tree (sections, keys, log format/level values)")
+    ok("deploy/beckon.yaml has the config tree (sections, keys, log format)")
     cm = load_yaml(DEPLOY / "k8s/configmap.yaml")
     in_cluster = yaml.safe_load(cm["data"]["beckon.yaml"])
     check_tree("k8s/configmap.yaml data.beckon.yaml", in_cluster, CONFIG)
