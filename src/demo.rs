@@ -1,24 +1,29 @@
-//! `beckon demo`: the fixtures, built into the binary, replayed through the decision core, so a
-//! new user sees with no setup what the engine does: devices entering, dwelling in and leaving
-//! stores, and the offers they get (or why not).
-//!
-//! The Kafka pipeline (an in-process broker, simulated devices live) arrives with the streaming
-//! engine; this drives the same core the streaming engine will.
+//! `beckon demo`, the embedded default: no Kafka installed, one command. An in-process
+//! Kafka-protocol broker (librdkafka's mock cluster), the fixtures, simulated devices (the
+//! fixture stories, produced live as phones would send them), the real streaming engine
+//! (`beckon run`'s pipeline, consuming and producing over the Kafka protocol), and the offers
+//! and presence events shown as they arrive on their topics, with the metrics URL printed. It
+//! ends by itself once the devices are done and the output has settled, or on Ctrl-C.
 
 use std::io::{self, Write};
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
 
-use crate::beacon::BeaconRegistry;
-use crate::campaign::parse_campaigns;
-use crate::caps::Suppression;
-use crate::engine::{Engine, EngineConfig};
-use crate::fence::{parse_fences, FenceIndex, IndexOptions, LoadMode};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+use serde::Deserialize;
+
+use crate::config::{RunConfig, Topics};
 use crate::local_time::Zone;
-use crate::offer::Output;
-use crate::ping;
-use crate::profile::{self, ProfileRecord};
-use crate::world::World;
-
+use crate::service::{self, Hooks};
+use crate::time::Timestamp;
 pub const FENCES: &[u8] = include_bytes!("../fixtures/fences.geojson");
 pub const BEACONS: &[u8] = include_bytes!("../fixtures/beacons.json");
 pub const PROFILES: &[u8] = include_bytes!("../fixtures/profiles.jsonl");
@@ -58,127 +63,342 @@ pub const CAMPAIGNS: [(&str, &[u8]); 8] = [
     ),
 ];
 
-/// Replays the embedded pings and writes one line per presence event and per offer.
-pub fn run(mut out: impl Write) -> io::Result<()> {
-    let fences = parse_fences(FENCES, LoadMode::Strict)
-        .map_err(io::Error::other)?
-        .fences;
-    let beacons = BeaconRegistry::parse(BEACONS).map_err(io::Error::other)?;
-    let mut campaigns = Vec::new();
-    for (name, bytes) in CAMPAIGNS {
-        campaigns.extend(
-            parse_campaigns(bytes, name.ends_with(".yaml"), name).map_err(io::Error::other)?,
-        );
-    }
-    let cfg = EngineConfig::default();
-    let index = FenceIndex::new(fences, IndexOptions::default());
-    let world = World::new(index, beacons, campaigns, cfg.presence.exit_buffer_m)
-        .map_err(io::Error::other)?;
-    let world = Arc::new(world);
-    let mut engine = Engine::new(world.clone(), cfg);
-    for line in PROFILES.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-        if let Ok(p @ ProfileRecord::Upsert { .. }) = profile::decode(None, Some(line)) {
-            engine.on_profile(p);
+/// How the demo runs; [`DemoOptions::default`] is what `beckon demo` does.
+pub struct DemoOptions {
+    /// Pause between two simulated pings.
+    pub pace: Duration,
+    /// The demo ends at the latest after this long.
+    pub limit: Duration,
+    /// Where `/metrics` is served (port 0: any free port).
+    pub http: SocketAddr,
+    /// Ends the demo early (Ctrl-C).
+    pub stop: Arc<AtomicBool>,
+}
+
+impl Default for DemoOptions {
+    fn default() -> Self {
+        Self {
+            pace: Duration::from_millis(40),
+            limit: Duration::from_secs(90),
+            http: SocketAddr::from(([127, 0, 0, 1], 0)),
+            stop: Arc::new(AtomicBool::new(false)),
         }
     }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("writing the fixtures to {path}: {source}")]
+    Fixtures { path: PathBuf, source: io::Error },
+    #[error("the in-process Kafka broker: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("the engine: {0}")]
+    Service(#[from] service::ServiceError),
+    #[error("output: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Partitions of the demo's pings and profiles topics: the engine runs one core per partition.
+const PARTITIONS: i32 = 3;
+
+/// Runs the demo, writing what happens to `out` as it happens.
+pub fn run(mut out: impl Write, opts: &DemoOptions) -> Result<(), DemoError> {
+    let dir = std::env::temp_dir().join(format!("beckon-demo-{}", std::process::id()));
+    let result = write_fixtures(&dir).and_then(|cfg_world| {
+            let broker = MockCluster::new(1)?;
+            let topics = Topics::default();
+            for t in [&topics.pings, &topics.offers, &topics.presence]
+                .into_iter()
+                .chain(&topics.profiles)
+            {
+                broker.create_topic(t, PARTITIONS, 1)?;
+            }
+            broker.create_topic(&topics.dead_letters, 1, 1)?;
+            let mut cfg = RunConfig::default();
+            cfg.kafka.brokers = broker.bootstrap_servers();
+            cfg.kafka.group_id = "beckon-demo".into();
+            cfg.world = cfg_world;
+            cfg.world.reload_interval_s = 0;
+            cfg.http.listen = opts.http;
+            cfg.pipeline.batch_linger_ms = 2;
+            show(&mut out, &cfg, opts)
+        });
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+/// The embedded fixtures as files, since the engine reads its world from files.
+fn write_fixtures(dir: &Path) -> Result<crate::config::WorldFiles, DemoError> {
+    let write = |name: &str, bytes: &[u8]| {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes)
+            .map(|()| path.clone())
+            .map_err(|source| DemoError::Fixtures { path, source })
+    };
+    std::fs::create_dir_all(dir.join("campaigns")).map_err(|source| DemoError::Fixtures {
+        path: dir.to_owned(),
+        source,
+    })?;
+    for (name, bytes) in CAMPAIGNS {
+        write(&format!("campaigns/{name}"), bytes)?;
+    }
+    Ok(crate::config::WorldFiles {
+        fences: Some(write("fences.geojson", FENCES)?),
+        beacons: Some(write("beacons.json", BEACONS)?),
+        campaigns: Some(dir.join("campaigns")),
+        ..crate::config::WorldFiles::default()
+    })
+}
+
+/// An offer or presence event as it arrives on its topic (the fields shown).
+#[derive(Deserialize)]
+struct Arrived {
+    device_id: String,
+    #[serde(default)]
+    campaign_id: String,
+    #[serde(default)]
+    trigger: String,
+    #[serde(default)]
+    title: String,
+    #[serde(default)]
+    coupon_code: Option<String>,
+    #[serde(default)]
+    store_id: String,
+    #[serde(default)]
+    event: String,
+    #[serde(default)]
+    dwell_s: u64,
+    #[serde(alias = "event_ts")]
+    ts: String,
+}
+
+fn show(out: &mut impl Write, cfg: &RunConfig, opts: &DemoOptions) -> Result<(), DemoError> {
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let (listening_tx, listening) = mpsc::channel();
+    let engine = {
+        let (cfg, shutdown) = (cfg.clone(), shutdown.clone());
+        std::thread::spawn(move || {
+            let hooks = Hooks {
+                on_listen: Box::new(move |addr| {
+                    let _ = listening_tx.send(addr);
+                }),
+                signals: false,
+            };
+            service::run(&cfg, shutdown, hooks)
+        })
+    };
+    let Ok(addr) = listening.recv_timeout(Duration::from_secs(30)) else {
+        shutdown.store(true, Ordering::Relaxed);
+        return match engine.join() {
+            Ok(r) => r.map(drop).map_err(DemoError::from),
+            Err(_) => Err(io::Error::other("the engine thread panicked").into()),
+        };
+    };
+    let topics = &cfg.kafka.topics;
     writeln!(
         out,
-        "beckon demo: {} fences, {} beacons, {} campaigns, {} profiles (fixtures/); replaying fixtures/pings.jsonl\n",
-        world.fences.len(),
-        world.beacons.len(),
-        world.campaigns.len(),
-        PROFILES.split(|&b| b == b'\n').filter(|l| !l.is_empty()).count()
+        "beckon demo: an in-process Kafka broker at {}, topics {}, {} (×{PARTITIONS} partitions) → \
+         {}, {}, {}\n  the engine serves metrics at http://{addr}/metrics\n  simulated devices: \
+         the fixture stories (fixtures/pings.jsonl), {} pings, with profiles first\n",
+        cfg.kafka.brokers,
+        topics.pings,
+        topics.profiles.as_deref().unwrap_or("-"),
+        topics.offers,
+        topics.presence,
+        topics.dead_letters,
+        PINGS.split(|&b| b == b'\n').filter(|l| !l.is_empty()).count(),
     )?;
-    let shanghai = Zone::named("Asia/Shanghai").map_err(io::Error::other)?;
-    let clock = |ts: crate::time::Timestamp| {
-        let s = shanghai.local(ts).second_of_day;
-        format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+    let devices = {
+        let (cfg, pace, stop) = (cfg.clone(), opts.pace, opts.stop.clone());
+        std::thread::spawn(move || simulate(&cfg, pace, &stop))
     };
-    let mut output = Output::default();
-    let (mut pings, mut rejected) = (0, 0);
-    for (n, line) in PINGS.split(|&b| b == b'\n').enumerate() {
-        if line.is_empty() {
+    let watch: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &cfg.kafka.brokers)
+        .set("group.id", "beckon-demo-display")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition_offset(&topics.offers, p, Offset::Beginning)?;
+        tpl.add_partition_offset(&topics.presence, p, Offset::Beginning)?;
+    }
+    tpl.add_partition_offset(&topics.dead_letters, 0, Offset::Beginning)?;
+    watch.assign(&tpl)?;
+    let names = fence_names();
+    let shanghai = Zone::named("Asia/Shanghai").map_err(io::Error::other)?;
+    let clock = |ts: &str| {
+        Timestamp::parse(ts).map_or_else(
+            |_| String::new(),
+            |ts| {
+                let s = shanghai.local(ts).second_of_day;
+                format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+            },
+        )
+    };
+    let started = Instant::now();
+    let mut quiet_since = Instant::now();
+    let (mut offers, mut letters) = (0, 0);
+    loop {
+        let stop = opts.stop.load(Ordering::Relaxed) || started.elapsed() > opts.limit;
+        let settled = devices.is_finished() && quiet_since.elapsed() > Duration::from_secs(2);
+        if stop || settled {
+            break;
+        }
+        let Some(Ok(m)) = watch.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        quiet_since = Instant::now();
+        let payload = m.payload().unwrap_or_default();
+        if m.topic() == topics.dead_letters {
+            letters += 1;
+            let reason = m
+                .headers()
+                .and_then(|h| {
+                    use rdkafka::message::Headers;
+                    h.iter()
+                        .find(|h| h.key == "__connect.errors.exception.message")
+                        .and_then(|h| h.value)
+                        .map(|v| String::from_utf8_lossy(v).into_owned())
+                })
+                .unwrap_or_default();
+            writeln!(out, "  {:>8}  dead letter: {reason}", "")?;
             continue;
         }
-        pings += 1;
-        match ping::decode(line) {
-            Ok(p) => engine.on_ping(&p, &mut output),
-            Err(e) => {
-                rejected += 1;
-                writeln!(out, "  line {:>3}  dead letter: {e}", n + 1)?;
-                continue;
-            }
-        }
-        for e in &output.presence {
-            let fence = world.fences.fence(e.fence);
-            let name = fence.props.name.as_deref().unwrap_or(&fence.id);
-            let dwell = match e.event {
-                crate::offer::PresenceKind::Enter => String::new(),
-                _ => format!(" after {} s", e.dwell_s),
-            };
-            writeln!(
-                out,
-                "  {}  {}  {:<5}  {name}{dwell}",
-                clock(e.ts),
-                e.device_id,
-                e.event.name()
-            )?;
-        }
-        for o in &output.offers {
-            let c = world.campaigns.get(o.campaign);
-            let coupon = o
-                .coupon_code(&world)
+        let Ok(a) = serde_json::from_slice::<Arrived>(payload) else {
+            continue;
+        };
+        if m.topic() == topics.offers {
+            offers += 1;
+            let coupon = a
+                .coupon_code
                 .map(|c| format!("  [{c}]"))
                 .unwrap_or_default();
             writeln!(
                 out,
-                "  {}  {}  OFFER  {} ({} on {}): {}{coupon}",
-                clock(o.event_ts),
-                o.device_id,
-                c.id,
-                c.name,
-                o.trigger.name(),
-                world
-                    .fences
-                    .fence(o.fence)
-                    .props
-                    .name
-                    .as_deref()
-                    .unwrap_or_default()
+                "  {}  {}  OFFER  {} ({} at {}): {}{coupon}",
+                clock(&a.ts),
+                a.device_id,
+                a.campaign_id,
+                a.trigger,
+                a.store_id,
+                a.title
+            )?;
+        } else {
+            let fence = serde_json::from_slice::<serde_json::Value>(payload)
+                .ok()
+                .and_then(|v| v["fence_id"].as_str().map(str::to_owned))
+                .unwrap_or_default();
+            let name = names
+                .iter()
+                .find(|(id, _)| *id == fence)
+                .map_or(fence.as_str(), |(_, n)| n.as_str());
+            let dwell = if a.event == "enter" {
+                String::new()
+            } else {
+                format!(" after {} s", a.dwell_s)
+            };
+            writeln!(
+                out,
+                "  {}  {}  {:<5}  {name}{dwell}",
+                clock(&a.ts),
+                a.device_id,
+                a.event
             )?;
         }
-        output.clear();
+        out.flush()?;
     }
-    let stats = engine.stats();
-    let offers: u64 = stats.offers.iter().sum();
-    let held: Vec<String> = Suppression::ALL
-        .iter()
-        .zip(stats.suppressed_by_reason())
-        .filter(|&(_, n)| n > 0)
-        .map(|(r, n)| format!("{}={n}", r.name()))
-        .collect();
+    shutdown.store(true, Ordering::Relaxed);
+    opts.stop.store(true, Ordering::Relaxed);
+    let sent = devices.join().unwrap_or(Ok(0))?;
+    let totals = match engine.join() {
+        Ok(r) => r?,
+        Err(_) => return Err(io::Error::other("the engine thread panicked").into()),
+    };
     writeln!(
         out,
-        "\n{pings} pings ({rejected} dead letters), {offers} offers; candidates held back: {}.\n\
-         Times are Shanghai local. `beckon replay` runs the same core over any files; the Kafka \
-         pipeline (in-process broker, live devices, /metrics) comes with the streaming engine.",
-        held.join(", ")
-    )
+        "\n{sent} pings sent by the simulated devices; the engine decided {} ({} dead letters) \
+         and emitted {offers} offers and {} presence events ({letters} dead letters shown).\n\
+         Times are Shanghai local. `beckon run` is this engine on a real cluster; `beckon replay` \
+         runs the same core over files.",
+        totals.pings, totals.dead_letters, totals.presence
+    )?;
+    Ok(())
+}
+
+/// The simulated devices: profiles first (the engine reads them before deciding pings), then
+/// the fixture pings in order, keyed by device as phones' back ends would send them.
+fn simulate(cfg: &RunConfig, pace: Duration, stop: &AtomicBool) -> Result<usize, DemoError> {
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", &cfg.kafka.brokers)
+        .set("linger.ms", "1")
+        .create()?;
+    let topics = &cfg.kafka.topics;
+    let key_of = |line: &[u8]| {
+        serde_json::from_slice::<serde_json::Value>(line)
+            .ok()
+            .and_then(|v| v["device_id"].as_str().map(str::to_owned))
+            .unwrap_or_default()
+    };
+    let send = |topic: &str, line: &[u8]| -> Result<(), DemoError> {
+        let key = key_of(line);
+        producer
+            .send(BaseRecord::to(topic).key(key.as_bytes()).payload(line))
+            .map_err(|(e, _)| DemoError::Kafka(e))
+    };
+    if let Some(t) = &topics.profiles {
+        for line in PROFILES.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            send(t, line)?;
+        }
+        producer.flush(Duration::from_secs(10))?;
+    }
+    let mut sent = 0;
+    for line in PINGS.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        send(&topics.pings, line)?;
+        sent += 1;
+        std::thread::sleep(pace);
+    }
+    producer.flush(Duration::from_secs(10))?;
+    Ok(sent)
+}
+
+/// Fence ids and display names from the embedded fences.
+fn fence_names() -> Vec<(String, String)> {
+    crate::fence::parse_fences(FENCES, crate::fence::LoadMode::Strict)
+        .map(|r| {
+            r.fences
+                .into_iter()
+                .map(|f| {
+                    let name = f.props.name.clone().unwrap_or_else(|| f.id.clone());
+                    (f.id, name)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
-    fn the_demo_shows_visits_offers_and_dead_letters() {
+    fn the_demo_shows_visits_offers_and_dead_letters_over_kafka() {
         let mut out = Vec::new();
-        super::run(&mut out).unwrap();
+        let opts = DemoOptions {
+            pace: Duration::from_millis(1),
+            ..DemoOptions::default()
+        };
+        run(&mut out, &opts).unwrap();
         let text = String::from_utf8(out).unwrap();
         for want in [
+            "the engine serves metrics at http://127.0.0.1:",
             "d-000102  enter  Cha Yun Tea House - Jing'an Experience Store",
             "d-000102  OFFER  chayun-tasting",
             "d-000104  OFFER  jadeharbour-come-back",
             "dead letter: latitude 123.4",
-            "7 offers",
+            "emitted 7 offers",
         ] {
             assert!(text.contains(want), "missing {want:?} in\n{text}");
         }

@@ -40,8 +40,9 @@ pub struct EngineConfig {
 pub struct Stats {
     pub location_pings: u64,
     pub beacon_pings: u64,
-    /// Older than the device's newest ping by more than the allowed lateness.
-    pub too_late: u64,
+    /// Older than the device's newest ping by more than the allowed lateness: location pings,
+    /// beacon pings.
+    pub too_late: [u64; 2],
     /// Less accurate than `presence.max_accuracy_m`.
     pub imprecise: u64,
     /// Sightings of beacons not in the registry.
@@ -190,7 +191,7 @@ impl Engine {
         let dev = self.devices.get_mut(slot);
         let late = ping.ts < dev.newest;
         if late && dev.newest.0.saturating_sub(ping.ts.0) > i64::from(p.max_lateness_s) * 1000 {
-            self.stats.too_late += 1;
+            self.stats.too_late[usize::from(matches!(ping.kind, PingKind::Beacon { .. }))] += 1;
             return;
         }
         // Saturating: a new device's `newest` is `i64::MIN`.

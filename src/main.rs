@@ -11,12 +11,15 @@ use clap::{Args, Parser, Subcommand};
 
 use beckon::beacon::BeaconRegistry;
 use beckon::campaign::load_campaigns;
+use beckon::config::{LogFormat, Overrides, RunConfig};
+use beckon::demo::DemoOptions;
 use beckon::engine::{Engine, EngineConfig};
 use beckon::fence::{load_fences, CellScheme, FenceIndex, IndexOptions, LoadMode};
 use beckon::generate::{self, GenSpec};
 use beckon::match_cmd;
 use beckon::profile::{load_profiles, ProfileRecord};
 use beckon::replay::{self, Sinks};
+use beckon::service::{self, Hooks};
 use beckon::world::World;
 
 #[derive(Parser)]
@@ -84,6 +87,10 @@ enum Command {
         #[arg(long)]
         close_at_end: bool,
     },
+    /// The streaming engine: a Kafka consumer group on the pings and profiles topics, producing
+    /// offers, presence events and dead letters, with /metrics, /livez and /readyz over HTTP.
+    /// Settings: the config file, then BECKON_* environment variables, then these flags.
+    Run(RunArgs),
     /// Replay the built-in fixtures through the core and show what happens (no setup needed).
     Demo,
     /// Write deterministic synthetic fences and pings (DIR/fences.geojson, DIR/pings.jsonl);
@@ -109,6 +116,82 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// YAML or JSON config file (see deploy/beckon.yaml).
+    #[arg(long, env = "BECKON_CONFIG")]
+    config: Option<PathBuf>,
+    /// Kafka bootstrap servers (kafka.brokers).
+    #[arg(long)]
+    brokers: Option<String>,
+    /// Consumer group (kafka.group_id).
+    #[arg(long)]
+    group_id: Option<String>,
+    /// Static group membership id, unique per instance (kafka.instance_id).
+    #[arg(long)]
+    instance_id: Option<String>,
+    /// Address of the HTTP endpoints (http.listen).
+    #[arg(long)]
+    http_listen: Option<std::net::SocketAddr>,
+    #[arg(long)]
+    fences: Option<PathBuf>,
+    #[arg(long)]
+    beacons: Option<PathBuf>,
+    #[arg(long)]
+    campaigns: Option<PathBuf>,
+    #[arg(long)]
+    profiles: Option<PathBuf>,
+    /// Log lines as text or JSON (log.format).
+    #[arg(long, value_parser = beckon::config::parse_log_format)]
+    log_format: Option<LogFormat>,
+    /// A librdkafka setting, KEY=VALUE (repeatable), e.g. -X security.protocol=SASL_SSL.
+    #[arg(short = 'X', value_parser = parse_key_value)]
+    client: Vec<(String, String)>,
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
+}
+
+impl RunArgs {
+    fn config(self) -> Result<RunConfig> {
+        let overrides = Overrides {
+            brokers: self.brokers,
+            group_id: self.group_id,
+            instance_id: self.instance_id,
+            http_listen: self.http_listen,
+            fences: self.fences,
+            beacons: self.beacons,
+            campaigns: self.campaigns,
+            profiles: self.profiles,
+            log_format: self.log_format,
+            client: self.client,
+        };
+        Ok(RunConfig::load(
+            self.config.as_deref(),
+            std::env::vars(),
+            &overrides,
+        )?)
+    }
+}
+
+/// Logs to standard error, as text or JSON lines, filtered by `level` (a `tracing` filter).
+fn init_logging(format: LogFormat, level: &str) -> Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .with_context(|| format!("log.level {level:?} is not a valid filter"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr);
+    match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    }
+    .map_err(|e| anyhow::anyhow!("installing the logger: {e}"))
 }
 
 #[derive(Args)]
@@ -329,7 +412,32 @@ fn main() -> Result<()> {
                     .with_context(|| format!("writing {}", path.display()))?;
             }
         }
-        Command::Demo => beckon::demo::run(io::stdout().lock()).context("running the demo")?,
+        Command::Run(args) => {
+            let cfg = args.config().context("invalid configuration")?;
+            init_logging(cfg.log.format, &cfg.log.level)?;
+            let shutdown = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let hooks = Hooks {
+                on_listen: Box::new(|_| {}),
+                signals: true,
+            };
+            service::run(&cfg, shutdown, hooks)?;
+        }
+        Command::Demo => {
+            let opts = DemoOptions::default();
+            let stop = opts.stop.clone();
+            // Ctrl-C ends the demo early but cleanly: the engine drains and commits.
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
+                if let Ok(rt) = rt {
+                    if rt.block_on(tokio::signal::ctrl_c()).is_ok() {
+                        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            });
+            beckon::demo::run(io::stdout().lock(), &opts).context("running the demo")?
+        }
         Command::Gen {
             fences,
             pings,

@@ -69,6 +69,20 @@ pub enum PingError {
 }
 
 impl PingError {
+    /// Every [`PingError::kind`].
+    pub const KINDS: [&'static str; 10] = [
+        "oversize",
+        "json",
+        "missing_field",
+        "wrong_type",
+        "unknown_type",
+        "device_id",
+        "timestamp",
+        "position",
+        "out_of_range",
+        "uuid",
+    ];
+
     /// A short stable name for the reason, for counters and metric labels.
     pub fn kind(&self) -> &'static str {
         match self {

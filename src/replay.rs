@@ -143,7 +143,7 @@ pub fn run(
     let stats = engine.stats();
     summary.location_pings = stats.location_pings;
     summary.beacon_pings = stats.beacon_pings;
-    summary.too_late = stats.too_late;
+    summary.too_late = stats.too_late.iter().sum();
     summary.imprecise = stats.imprecise;
     summary.unknown_beacon = stats.unknown_beacon;
     for (name, n) in ["enter", "dwell", "exit"].into_iter().zip(stats.presence) {

@@ -1,0 +1,252 @@
+//! The streaming engine over the Kafka protocol, fast tier: librdkafka's in-process mock
+//! cluster as the broker, the engine in this process (`service::run`, exactly what `beckon run`
+//! runs), an independent client producing pings and reading what came out. The real-broker
+//! tier (`stream_broker.rs`) repeats the essentials against tansu with the binary.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use beckon::config::RunConfig;
+use beckon::service::{self, Hooks, ServiceError};
+use beckon::stream::Totals;
+
+use support::*;
+
+struct Running {
+    shutdown: Arc<AtomicBool>,
+    http: SocketAddr,
+    handle: JoinHandle<Result<Totals, ServiceError>>,
+}
+
+fn start(cfg: &RunConfig) -> Running {
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = mpsc::channel();
+    let handle = {
+        let (cfg, shutdown) = (cfg.clone(), shutdown.clone());
+        std::thread::spawn(move || {
+            let hooks = Hooks {
+                on_listen: Box::new(move |a| tx.send(a).unwrap()),
+                signals: false,
+            };
+            service::run(&cfg, shutdown, hooks)
+        })
+    };
+    let http = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("engine listening");
+    Running {
+        shutdown,
+        http,
+        handle,
+    }
+}
+
+impl Running {
+    fn stop(self) -> Totals {
+        self.shutdown.store(true, Ordering::Relaxed);
+        self.handle.join().unwrap().unwrap()
+    }
+}
+
+/// Malformed pings, each with the reason it must be dead-lettered for.
+pub fn bad_input() -> Vec<(&'static str, Vec<u8>)> {
+    let huge = format!(
+        r#"{{"type":"location","device_id":"d-big","ts":"2026-11-22T10:00:00Z","lat":31.2,"lon":121.4,"note":"{}"}}"#,
+        "x".repeat(70_000)
+    );
+    vec![
+        ("json", br#"{"type":"location","device_id":"d-x","ts":"2026-11"#.to_vec()),
+        ("wrong_type", br#"{"type":"location","device_id":"d-x","ts":"2026-11-22T10:00:00Z","lat":"31.2","lon":121.4}"#.to_vec()),
+        ("position", br#"{"type":"location","device_id":"d-x","ts":"2026-11-22T10:00:00Z","lat":123.4,"lon":121.4}"#.to_vec()),
+        ("missing_field", br#"{"type":"location","device_id":"d-x","lat":31.2,"lon":121.4}"#.to_vec()),
+        ("unknown_type", br#"{"type":"wifi","device_id":"d-x","ts":"2026-11-22T10:00:00Z"}"#.to_vec()),
+        ("device_id", br#"{"type":"location","device_id":"","ts":"2026-11-22T10:00:00Z","lat":31.2,"lon":121.4}"#.to_vec()),
+        ("timestamp", br#"{"type":"location","device_id":"d-x","ts":"yesterday","lat":31.2,"lon":121.4}"#.to_vec()),
+        ("out_of_range", br#"{"type":"beacon","device_id":"d-x","ts":"2026-11-22T10:00:00Z","uuid":"f7826da6-4fa2-4e98-8024-bc5b71e0893e","major":70000,"minor":1,"rssi":-60}"#.to_vec()),
+        ("uuid", br#"{"type":"beacon","device_id":"d-x","ts":"2026-11-22T10:00:00Z","uuid":"nope","major":1,"minor":1,"rssi":-60}"#.to_vec()),
+        ("json", br#"{"type":"location","device_id":"d-x","ts":"2026-11-22T10:00:00Z","lat":NaN,"lon":121.4}"#.to_vec()),
+        ("json", br#"{"type":"location","device_id":"d-x","ts":"2026-11-22T10:00:00Z","lat":1e999,"lon":121.4}"#.to_vec()),
+        ("json", b"{\"type\":\"location\",\"device_id\":\"d-\xff\xfe\",\"ts\":\"2026-11-22T10:00:00Z\"}".to_vec()),
+        ("json", format!("{}{}", "[".repeat(10_000), "]".repeat(10_000)).into_bytes()),
+        ("json", Vec::new()),
+        ("oversize", huge.into_bytes()),
+    ]
+}
+
+#[test]
+fn offers_over_kafka_equal_replay_and_bad_input_is_dead_lettered() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = generate(dir.path(), 1_500, 12);
+    let broker = Broker::mock();
+    let bootstrap = broker.bootstrap();
+    let cfg = run_config(&bootstrap, "beckon-test", &g.files);
+    let topics = &cfg.kafka.topics;
+    broker.create_topics(topics);
+    produce(
+        &bootstrap,
+        topics.profiles.as_ref().unwrap(),
+        &keyed_lines(&g.profiles),
+    );
+    let mut pings = keyed_lines(&g.pings);
+    let corpus = bad_input();
+    // The bad input sits in the middle of the stream: the engine must keep going after it.
+    let middle = pings.len() / 2;
+    for (i, (_, bytes)) in corpus.iter().enumerate() {
+        pings.insert(
+            middle + i,
+            (format!("bad-{i}").into_bytes(), Some(bytes.clone())),
+        );
+    }
+    produce(&bootstrap, &topics.pings, &pings);
+
+    let engine = start(&cfg);
+    wait_until_committed(
+        &bootstrap,
+        "beckon-test",
+        &topics.pings,
+        Duration::from_secs(120),
+    );
+    let (code, metrics) = http_get(engine.http, "/metrics");
+    assert_eq!(code, 200);
+    assert_eq!(http_get(engine.http, "/readyz").0, 200);
+    assert_eq!(http_get(engine.http, "/livez").0, 200);
+    let totals = engine.stop();
+    assert_eq!(totals.pings, pings.len() as u64, "every ping decided once");
+    assert_eq!(totals.dead_letters, corpus.len() as u64);
+    assert_eq!(totals.handed_over, 0);
+
+    // Offers: byte-identical to replay's, as a set (partitions interleave devices).
+    let mut want = replay_offers(&g.files, &g.profiles, &g.pings);
+    let offers = read_all(&bootstrap, &topics.offers);
+    let mut got: Vec<String> = offers
+        .iter()
+        .map(|r| String::from_utf8(r.value.clone()).unwrap())
+        .collect();
+    assert!(
+        want.len() > 50,
+        "the generated day makes offers ({})",
+        want.len()
+    );
+    want.sort();
+    got.sort();
+    assert_eq!(got.len(), want.len(), "offer count");
+    assert!(got == want, "offers differ from replay");
+    for r in &offers {
+        let v: serde_json::Value = serde_json::from_slice(&r.value).unwrap();
+        assert_eq!(
+            r.key,
+            v["device_id"].as_str().unwrap().as_bytes(),
+            "keyed by device"
+        );
+    }
+
+    // Dead letters: key and value untouched, the reason in Kafka Connect's headers.
+    let letters = read_all(&bootstrap, &topics.dead_letters);
+    assert_eq!(letters.len(), corpus.len());
+    for (i, (reason, bytes)) in corpus.iter().enumerate() {
+        let key = format!("bad-{i}").into_bytes();
+        let l = letters
+            .iter()
+            .find(|l| l.key == key)
+            .unwrap_or_else(|| panic!("bad input {i} ({reason}) not dead-lettered"));
+        assert_eq!(&l.value, bytes, "value of bad input {i} untouched");
+        assert_eq!(l.headers["beckon.error.reason"], *reason, "bad input {i}");
+        assert_eq!(l.headers["__connect.errors.topic"], topics.pings);
+        assert!(!l.headers["__connect.errors.exception.message"].is_empty());
+        let p: i32 = l.headers["__connect.errors.partition"].parse().unwrap();
+        assert!((0..PARTITIONS).contains(&p));
+        l.headers["__connect.errors.offset"].parse::<i64>().unwrap();
+    }
+
+    // Metrics: the counts above, and no device id in any label.
+    let line = |prefix: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in\n{metrics}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse::<f64>()
+            .unwrap()
+    };
+    assert_eq!(
+        line("beckon_pings_total{outcome=\"dead_letter\",type=\"invalid\"}"),
+        corpus.len() as f64
+    );
+    assert_eq!(line("beckon_dead_letters_total{reason=\"oversize\"}"), 1.0);
+    let offered: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("beckon_offers_total{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum();
+    assert_eq!(offered, want.len() as f64);
+    assert!(line("beckon_ping_to_offer_latency_seconds_count") > 0.0);
+    assert!(
+        !metrics.contains("d-0"),
+        "a device id leaked into the metrics"
+    );
+}
+
+#[test]
+fn a_stop_mid_stream_commits_exactly_what_was_decided_and_a_restart_resumes_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = generate(dir.path(), 3_000, 10);
+    let broker = Broker::mock();
+    let bootstrap = broker.bootstrap();
+    let mut cfg = run_config(&bootstrap, "beckon-restart", &g.files);
+    cfg.pipeline.batch_max = 256;
+    let topics = cfg.kafka.topics.clone();
+    broker.create_topics(&topics);
+    produce(
+        &bootstrap,
+        topics.profiles.as_ref().unwrap(),
+        &keyed_lines(&g.profiles),
+    );
+    let pings = keyed_lines(&g.pings);
+    produce(&bootstrap, &topics.pings, &pings);
+
+    let first = start(&cfg);
+    // Stop as soon as something was committed, i.e. mid-stream.
+    loop {
+        let c = committed(&bootstrap, "beckon-restart", &topics.pings);
+        if c.iter().any(Option::is_some) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let t1 = first.stop();
+    let c1: i64 = committed(&bootstrap, "beckon-restart", &topics.pings)
+        .iter()
+        .map(|c| c.unwrap_or(0))
+        .sum();
+    assert_eq!(
+        c1 as u64, t1.pings,
+        "what was decided is exactly what was committed"
+    );
+    assert!(
+        t1.pings < pings.len() as u64,
+        "stopped mid-stream ({} pings)",
+        t1.pings
+    );
+
+    let second = start(&cfg);
+    wait_until_committed(
+        &bootstrap,
+        "beckon-restart",
+        &topics.pings,
+        Duration::from_secs(120),
+    );
+    let t2 = second.stop();
+    assert_eq!(
+        t1.pings + t2.pings,
+        pings.len() as u64,
+        "no ping lost or decided twice"
+    );
+}

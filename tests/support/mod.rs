@@ -1,0 +1,450 @@
+//! What the streaming tests share: brokers (librdkafka's in-process mock cluster, or a real
+//! tansu process on loopback), producing and reading topics with an independent client, the
+//! generated world, and what `beckon replay` says about the same input.
+#![allow(dead_code, clippy::expect_used, clippy::unwrap_used)] // each test file uses a part
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+
+use beckon::config::{RunConfig, Topics, WorldFiles};
+use beckon::engine::{Engine, EngineConfig};
+use beckon::generate::{self, GenSpec};
+use beckon::profile::{load_profiles, ProfileRecord};
+use beckon::replay::{self, Sinks};
+use beckon::world::World;
+
+pub const PARTITIONS: i32 = 3;
+
+pub enum Broker {
+    Mock(MockCluster<'static, DefaultProducerContext>),
+    Tansu {
+        child: Child,
+        port: u16,
+        _dir: tempfile::TempDir,
+    },
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The tansu binary: `$TANSU`, `~/.cargo/bin/tansu`, or on the PATH. Its absence fails the
+/// test with how to install it; the real-broker tier never skips silently.
+fn tansu_binary() -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let candidates = std::env::var_os("TANSU")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo/bin/tansu")))
+        .chain(std::env::split_paths(&path).map(|p| p.join("tansu")));
+    for c in candidates {
+        if c.is_file() {
+            return c;
+        }
+    }
+    panic!(
+        "the real-broker tests need tansu 0.6.0 (a Kafka-compatible broker): \
+         `cargo install tansu --version 0.6.0 --features libsql --locked` (.ci/run does this), \
+         or set TANSU=/path/to/tansu"
+    );
+}
+
+impl Broker {
+    pub fn mock() -> Self {
+        Broker::Mock(MockCluster::new(1).expect("mock cluster"))
+    }
+
+    /// A tansu broker with SQLite storage in a scratch directory, listening on a free port.
+    pub fn tansu() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(tansu_binary())
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+                // Relative to the working directory: tansu refuses an absolute path here.
+                "--storage-engine",
+                "sqlite://tansu.db",
+            ])
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start tansu");
+        let broker = Broker::Tansu {
+            child,
+            port,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "tansu did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        broker
+    }
+
+    pub fn bootstrap(&self) -> String {
+        match self {
+            Broker::Mock(m) => m.bootstrap_servers(),
+            Broker::Tansu { port, .. } => format!("127.0.0.1:{port}"),
+        }
+    }
+
+    /// The five topics: inputs with `PARTITIONS` partitions, profiles compacted.
+    pub fn create_topics(&self, topics: &Topics) {
+        let mut all: Vec<(&str, i32, bool)> = vec![
+            (&topics.pings, PARTITIONS, false),
+            (&topics.offers, PARTITIONS, false),
+            (&topics.presence, PARTITIONS, false),
+            (&topics.dead_letters, 1, false),
+        ];
+        if let Some(p) = &topics.profiles {
+            all.push((p, PARTITIONS, true));
+        }
+        match self {
+            Broker::Mock(m) => {
+                for (t, n, _) in all {
+                    m.create_topic(t, n, 1).unwrap();
+                }
+            }
+            Broker::Tansu { .. } => {
+                let admin: AdminClient<DefaultClientContext> =
+                    client(&self.bootstrap()).create().unwrap();
+                let new: Vec<NewTopic<'_>> = all
+                    .iter()
+                    .map(|&(t, n, compact)| {
+                        let topic = NewTopic::new(t, n, TopicReplication::Fixed(1));
+                        if compact {
+                            topic.set("cleanup.policy", "compact")
+                        } else {
+                            topic
+                        }
+                    })
+                    .collect();
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                for r in rt
+                    .block_on(admin.create_topics(&new, &AdminOptions::new()))
+                    .unwrap()
+                {
+                    r.unwrap();
+                }
+            }
+        }
+    }
+
+    /// Kills and restarts tansu on the same port and storage.
+    pub fn is_tansu(&self) -> bool {
+        matches!(self, Broker::Tansu { .. })
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Broker::Tansu { child, .. } = self {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn client(bootstrap: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap);
+    c
+}
+
+/// Produces `(key, value)` records (value `None`: a tombstone), waiting for every delivery.
+pub fn produce(bootstrap: &str, topic: &str, records: &[(Vec<u8>, Option<Vec<u8>>)]) {
+    let producer: ThreadedProducer<DefaultProducerContext> = client(bootstrap)
+        .set("linger.ms", "5")
+        .set("message.max.bytes", "2000000")
+        .create()
+        .unwrap();
+    for (k, v) in records {
+        let mut r = BaseRecord::<[u8], [u8]>::to(topic).key(&k[..]);
+        if let Some(v) = v {
+            r = r.payload(&v[..]);
+        }
+        let mut r = Some(r);
+        while let Some(rec) = r.take() {
+            if let Err((e, rec)) = producer.send(rec) {
+                assert!(
+                    matches!(
+                        e,
+                        rdkafka::error::KafkaError::MessageProduction(
+                            rdkafka::types::RDKafkaErrorCode::QueueFull
+                        )
+                    ),
+                    "producing to {topic}: {e}"
+                );
+                std::thread::sleep(Duration::from_millis(5));
+                r = Some(rec);
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(60)).unwrap();
+}
+
+/// Lines of a JSON Lines file as keyed records (the key is the line's `device_id`, as a phone
+/// back end keys them; a line without one gets an empty key).
+pub fn keyed_lines(path: &Path) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+    std::fs::read(path)
+        .unwrap()
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let key = serde_json::from_slice::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v["device_id"].as_str().map(str::to_owned))
+                .unwrap_or_default();
+            (key.into_bytes(), Some(l.to_vec()))
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    pub headers: BTreeMap<String, String>,
+}
+
+/// Every record of `topic` up to its high watermarks, partition by partition.
+pub fn read_all(bootstrap: &str, topic: &str) -> Vec<Record> {
+    let consumer: BaseConsumer = client(bootstrap)
+        .set("group.id", "beckon-test-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let partitions = md.topics()[0].partitions().len() as i32;
+    let mut tpl = TopicPartitionList::new();
+    let mut ends = BTreeMap::new();
+    for p in 0..partitions {
+        let (lo, hi) = consumer
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .unwrap();
+        if hi > lo {
+            tpl.add_partition_offset(topic, p, Offset::Offset(lo))
+                .unwrap();
+            ends.insert(p, hi);
+        }
+    }
+    let mut out = Vec::new();
+    if ends.is_empty() {
+        return out;
+    }
+    consumer.assign(&tpl).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut at: BTreeMap<i32, i64> = BTreeMap::new();
+    while ends
+        .iter()
+        .any(|(p, hi)| at.get(p).copied().unwrap_or(-1) + 1 < *hi)
+    {
+        assert!(Instant::now() < deadline, "reading {topic} timed out");
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                at.insert(m.partition(), m.offset());
+                let headers = m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| {
+                                (
+                                    h.key.to_owned(),
+                                    String::from_utf8_lossy(h.value.unwrap_or_default())
+                                        .into_owned(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                out.push(Record {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key: m.key().unwrap_or_default().to_vec(),
+                    value: m.payload().unwrap_or_default().to_vec(),
+                    headers,
+                });
+            }
+            Some(Err(e)) => panic!("reading {topic}: {e}"),
+            None => {}
+        }
+    }
+    out
+}
+
+/// The group's committed offset for each pings partition (`None`: nothing committed).
+pub fn committed(bootstrap: &str, group: &str, topic: &str) -> Vec<Option<i64>> {
+    let consumer: BaseConsumer = client(bootstrap).set("group.id", group).create().unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition(topic, p);
+    }
+    let c = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .unwrap();
+    (0..PARTITIONS)
+        .map(|p| {
+            c.find_partition(topic, p)
+                .and_then(|e| e.offset().to_raw())
+                .filter(|&o| o >= 0)
+        })
+        .collect()
+}
+
+pub fn high_watermarks(bootstrap: &str, topic: &str) -> Vec<i64> {
+    let consumer: BaseConsumer = client(bootstrap).create().unwrap();
+    (0..PARTITIONS)
+        .map(|p| {
+            consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .unwrap()
+                .1
+        })
+        .collect()
+}
+
+/// Waits until the group has committed everything produced to `topic`.
+pub fn wait_until_committed(bootstrap: &str, group: &str, topic: &str, within: Duration) {
+    let ends = high_watermarks(bootstrap, topic);
+    let deadline = Instant::now() + within;
+    loop {
+        let c = committed(bootstrap, group, topic);
+        if c.iter().zip(&ends).all(|(c, &hi)| c.unwrap_or(0) >= hi) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "group {group} committed {c:?} of {ends:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A generated world and walking devices' pings in `dir`.
+pub struct Generated {
+    pub files: WorldFiles,
+    pub profiles: PathBuf,
+    pub pings: PathBuf,
+}
+
+pub fn generate(dir: &Path, devices: usize, fixes_per_device: usize) -> Generated {
+    let spec = GenSpec {
+        fences: 500,
+        pings: 0,
+        seed: 7,
+    };
+    let create =
+        |name: &str| std::io::BufWriter::new(std::fs::File::create(dir.join(name)).unwrap());
+    generate::write_fences(&spec, create("fences.geojson")).unwrap();
+    serde_json::to_writer(
+        create("campaigns.json"),
+        &generate::campaign_values(&spec, 30),
+    )
+    .unwrap();
+    generate::write_profiles(&spec, devices, create("profiles.jsonl")).unwrap();
+    generate::write_device_pings(
+        &spec,
+        devices,
+        devices * fixes_per_device,
+        create("pings.jsonl"),
+    )
+    .unwrap();
+    Generated {
+        files: WorldFiles {
+            fences: Some(dir.join("fences.geojson")),
+            campaigns: Some(dir.join("campaigns.json")),
+            reload_interval_s: 0,
+            ..WorldFiles::default()
+        },
+        profiles: dir.join("profiles.jsonl"),
+        pings: dir.join("pings.jsonl"),
+    }
+}
+
+/// The offers `beckon replay` writes for the same files, one JSON object per line.
+pub fn replay_offers(files: &WorldFiles, profiles: &Path, pings: &Path) -> Vec<String> {
+    let world = World::load(files, &EngineConfig::default()).unwrap();
+    let mut engine = Engine::new(Arc::new(world), EngineConfig::default());
+    for (device_id, profile) in load_profiles(profiles).unwrap() {
+        engine.on_profile(ProfileRecord::Upsert {
+            device_id: device_id.into(),
+            profile,
+        });
+    }
+    let mut offers = Vec::new();
+    let input = BufReader::new(std::fs::File::open(pings).unwrap());
+    replay::run(
+        &mut engine,
+        input,
+        Sinks {
+            offers: &mut offers,
+            presence: None,
+            dead_letters: None,
+        },
+        false,
+    )
+    .unwrap();
+    offers.lines().map(Result::unwrap).collect()
+}
+
+/// The run config for a test: the broker, the generated files, any free HTTP port.
+pub fn run_config(bootstrap: &str, group: &str, files: &WorldFiles) -> RunConfig {
+    let mut cfg = RunConfig::default();
+    cfg.kafka.brokers = bootstrap.into();
+    cfg.kafka.group_id = group.into();
+    cfg.world = files.clone();
+    cfg.http.listen = "127.0.0.1:0".parse().unwrap();
+    cfg.pipeline.batch_linger_ms = 2;
+    cfg
+}
+
+/// One HTTP/1.1 GET over a plain TCP connection: the status line's code and the body.
+pub fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let code = text[9..12].parse().unwrap();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (code, body)
+}
