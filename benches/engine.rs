@@ -183,7 +183,7 @@ fn report(label: &str, pings: usize, devices: usize, took: Option<Duration>, a: 
          presence enter/dwell/exit {presence:?}, suppressed {} {suppressed:?}, too late {}, imprecise {}",
         offers as f64 * 100.0 / devices as f64,
         sb.iter().sum::<u64>() - sa.iter().sum::<u64>(),
-        b.too_late - a.too_late,
+        b.too_late.iter().sum::<u64>() - a.too_late.iter().sum::<u64>(),
         b.imprecise - a.imprecise,
     );
 }
