@@ -716,6 +716,12 @@ impl Campaigns {
         &self.list[c.get()]
     }
 
+    /// [`Campaign::horizon_ms`] of `c`, or 0 past the loaded campaigns: an engine's slot for a
+    /// campaign a reload removed, whose offers then count only for the daily cap.
+    pub fn horizon_ms(&self, c: CampaignIdx) -> i64 {
+        self.list.get(c.get()).map_or(0, Campaign::horizon_ms)
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = (CampaignIdx, &Campaign)> {
         self.list
             .iter()

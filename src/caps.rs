@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use crate::campaign::{Campaign, CampaignIdx};
 use crate::local_time::{DailyWindow, LocalDay, Zone};
+use crate::reload::CampaignSlots;
 use crate::time::Timestamp;
 
 /// Why a candidate offer was not made. The order is the order of the checks.
@@ -178,6 +179,13 @@ impl Ledger {
         self.0.insert(i, Issued { campaign, at });
     }
 
+    /// Moves the entries to their campaigns' new slots (see `Engine::replace_world`).
+    pub fn renumber(&mut self, slots: &CampaignSlots) {
+        for e in self.0.iter_mut() {
+            e.campaign = slots.get(e.campaign);
+        }
+    }
+
     /// Forgets offers no cap can see any more from `now`, the oldest time an offer still to
     /// come can be dated at: each is kept for its own campaign's `horizon_ms` (longest window or
     /// cooldown), and two days for the daily cap in any zone.
@@ -208,6 +216,15 @@ impl Budgets {
 
     pub fn spent(&self, c: CampaignIdx) -> u64 {
         self.total[c.get()]
+    }
+
+    /// Moves what each campaign spent to its new slot (see `Engine::replace_world`).
+    pub fn renumber(&mut self, slots: &CampaignSlots) {
+        self.total = slots.carry(&self.total);
+        self.daily = std::mem::take(&mut self.daily)
+            .into_iter()
+            .map(|((c, day), n)| ((slots.get(c), day), n))
+            .collect();
     }
 
     fn day(c: &Campaign, at: Timestamp) -> LocalDay {

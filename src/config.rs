@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::engine::EngineConfig;
+use crate::fence::{IndexOptions, LoadMode};
+use crate::world::{FenceFile, WorldFiles};
 
 /// Environment variables that override settings, and the setting each names.
 pub const ENV: [(&str, &str); 10] = [
@@ -46,7 +48,7 @@ const MANAGED_CLIENT_KEYS: [&str; 7] = [
 #[serde(deny_unknown_fields, default)]
 pub struct RunConfig {
     pub kafka: KafkaConfig,
-    pub world: WorldFiles,
+    pub world: WorldConfig,
     pub http: HttpConfig,
     pub log: LogConfig,
     pub pipeline: PipelineConfig,
@@ -108,7 +110,7 @@ impl Default for Topics {
 /// The files the world is built from, re-read when they change.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct WorldFiles {
+pub struct WorldConfig {
     /// GeoJSON FeatureCollection (CONTRACTS §2).
     pub fences: Option<PathBuf>,
     /// Beacon registry (CONTRACTS §3).
@@ -122,7 +124,22 @@ pub struct WorldFiles {
     pub reload_interval_s: u64,
 }
 
-impl Default for WorldFiles {
+impl WorldConfig {
+    /// The world's files (after [`RunConfig::load`] validated that the required ones are set).
+    pub fn files(&self) -> WorldFiles {
+        WorldFiles {
+            fences: FenceFile {
+                path: self.fences.clone().unwrap_or_default(),
+                mode: LoadMode::Strict,
+                index: IndexOptions::default(),
+            },
+            beacons: self.beacons.clone(),
+            campaigns: self.campaigns.clone().unwrap_or_default(),
+        }
+    }
+}
+
+impl Default for WorldConfig {
     fn default() -> Self {
         Self {
             fences: None,

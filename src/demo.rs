@@ -128,7 +128,7 @@ pub fn run(mut out: impl Write, opts: &DemoOptions) -> Result<(), DemoError> {
 }
 
 /// The embedded fixtures as files, since the engine reads its world from files.
-fn write_fixtures(dir: &Path) -> Result<crate::config::WorldFiles, DemoError> {
+fn write_fixtures(dir: &Path) -> Result<crate::config::WorldConfig, DemoError> {
     let write = |name: &str, bytes: &[u8]| {
         let path = dir.join(name);
         std::fs::write(&path, bytes)
@@ -142,11 +142,11 @@ fn write_fixtures(dir: &Path) -> Result<crate::config::WorldFiles, DemoError> {
     for (name, bytes) in CAMPAIGNS {
         write(&format!("campaigns/{name}"), bytes)?;
     }
-    Ok(crate::config::WorldFiles {
+    Ok(crate::config::WorldConfig {
         fences: Some(write("fences.geojson", FENCES)?),
         beacons: Some(write("beacons.json", BEACONS)?),
         campaigns: Some(dir.join("campaigns")),
-        ..crate::config::WorldFiles::default()
+        ..crate::config::WorldConfig::default()
     })
 }
 

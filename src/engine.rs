@@ -22,6 +22,7 @@ use crate::offer::{Offer, Output, PresenceEvent, PresenceKind};
 use crate::ping::{Ping, PingKind};
 use crate::presence::{Fix, PresenceConfig, Reach, Transition};
 use crate::profile::{AttrValue, Profile, ProfileRecord};
+use crate::reload::Renumbering;
 use crate::sphere::Meters;
 use crate::store::StoreIdx;
 use crate::time::Timestamp;
@@ -49,7 +50,8 @@ pub struct Stats {
     pub unknown_beacon: u64,
     /// Presence events by kind: enter, dwell, exit.
     pub presence: [u64; 3],
-    /// Offers and suppressed candidates, per campaign.
+    /// Offers and suppressed candidates, per campaign slot: the world's campaigns by
+    /// [`CampaignIdx`], then those a reload removed (see [`Engine::replace_world`]).
     pub offers: Vec<u64>,
     pub suppressed: Vec<[u64; Suppression::ALL.len()]>,
 }
@@ -85,6 +87,8 @@ pub struct Engine {
     devices: Devices,
     budgets: Budgets,
     stats: Stats,
+    /// The ids of campaigns a reload removed, ascending: their slots follow the world's.
+    retired: Vec<String>,
     /// Devices with tracks, by when they would count as silent (lazy: re-checked when popped).
     silence: BinaryHeap<Reverse<(i64, u32)>>,
     /// Newest event time seen.
@@ -109,6 +113,7 @@ impl Engine {
             },
             world,
             cfg,
+            retired: Vec::new(),
             devices: Devices::default(),
             silence: BinaryHeap::new(),
             watermark: Timestamp(i64::MIN),
@@ -135,6 +140,63 @@ impl Engine {
 
     pub fn budgets(&self) -> &Budgets {
         &self.budgets
+    }
+
+    /// Replaces the world the engine decides in (a reload), keeping what it knows of each
+    /// device. Old and new worlds are matched by stable ids — fence id, beacon
+    /// uuid/major/minor, campaign id — never by index; the result is a pure function of the
+    /// engine's state and the new world, built in one pass over the devices.
+    ///
+    /// - A track whose fence, beacon or nearby fence is still there carries on: a device inside
+    ///   stays inside (no second enter), its dwell timer and any pending exit run on, its visit
+    ///   keeps its offer. A fence whose geometry changed is judged again at the next fix.
+    /// - A track whose fence is gone ends with an `exit` presence event dated as a silence exit
+    ///   is (its first outside evidence, else its last inside evidence): when the device was
+    ///   last known there, where the watermark could be long after it left. It makes no offer:
+    ///   no `exit` campaign fires for a fence that no longer exists. A track whose beacon or
+    ///   nearby fence is gone ends silently, as on leaving range or reach.
+    /// - Per-campaign state — each device's offer ledger (cooldowns, window caps), budgets
+    ///   spent, counters — follows the campaign id. A campaign the new world lacks makes no
+    ///   more offers, but its state is kept for the engine's life: removing and re-adding a
+    ///   campaign resets neither its budget nor its cooldowns, and its offers still count
+    ///   toward the devices' daily cap (they were made).
+    ///
+    /// The exits go to `out`. They, like anything else in `out`, name fences of the old world,
+    /// which is returned: encode them with it. Build `world` with the engine's
+    /// `presence.exit_buffer_m` as its reach slack, as for the first one.
+    pub fn replace_world(&mut self, world: Arc<World>, out: &mut Output) -> Arc<World> {
+        let map = Renumbering::new(&self.world, &self.retired, &world);
+        let mut ended = std::mem::take(&mut self.transitions);
+        for s in 0..self.devices.len() as u32 {
+            let slot = DeviceSlot(s);
+            let dev = self.devices.get_mut(slot);
+            dev.ledger.renumber(&map.campaigns);
+            ended.clear();
+            dev.tracks.renumber(&map, &world, &mut ended);
+            for &t in &ended {
+                if let Transition::Exit {
+                    fence, ts, since, ..
+                } = t
+                {
+                    let id = self.devices.id(slot);
+                    presence_event(
+                        &mut self.stats,
+                        out,
+                        id,
+                        fence,
+                        PresenceKind::Exit,
+                        ts,
+                        since,
+                    );
+                }
+            }
+        }
+        self.transitions = ended;
+        self.budgets.renumber(&map.campaigns);
+        self.stats.offers = map.campaigns.carry(&self.stats.offers);
+        self.stats.suppressed = map.campaigns.carry(&self.stats.suppressed);
+        self.retired = map.campaigns.into_retired();
+        std::mem::replace(&mut self.world, world)
     }
 
     /// A profile update (CONTRACTS §5); it applies from the device's next ping on.
@@ -308,15 +370,8 @@ impl Engine {
         let id = self.devices.id(slot);
         self.candidates.clear();
         for &t in &self.transitions {
-            let mut event = |fence, event, ts: Timestamp, since: Timestamp| {
-                self.stats.presence[event as usize] += 1;
-                out.presence.push(PresenceEvent {
-                    device_id: id.into(),
-                    fence,
-                    event,
-                    ts,
-                    dwell_s: ((ts.0 - since.0) / 1000).max(0) as u64,
-                });
+            let mut event = |fence, event, ts, since| {
+                presence_event(&mut self.stats, out, id, fence, event, ts, since)
             };
             let mut candidate = |campaign, fence, trigger, ts, distance, visit_offered| {
                 self.candidates.push(Candidate {
@@ -492,7 +547,7 @@ impl Engine {
                 continue;
             }
             dev.ledger.record(k.campaign, k.ts);
-            dev.ledger.prune(oldest, |c| campaigns.get(c).horizon_ms());
+            dev.ledger.prune(oldest, |c| campaigns.horizon_ms(c));
             dev.tracks.mark_offered(k.store);
             self.budgets.record(k.campaign, c, k.ts);
             self.stats.offers[k.campaign.get()] += 1;
@@ -507,6 +562,26 @@ impl Engine {
             });
         }
     }
+}
+
+/// Emits and counts a presence event of a device at `fence` since `since`.
+fn presence_event(
+    stats: &mut Stats,
+    out: &mut Output,
+    device_id: &str,
+    fence: FenceIdx,
+    event: PresenceKind,
+    ts: Timestamp,
+    since: Timestamp,
+) {
+    stats.presence[event as usize] += 1;
+    out.presence.push(PresenceEvent {
+        device_id: device_id.into(),
+        fence,
+        event,
+        ts,
+        dwell_s: ((ts.0 - since.0) / 1000).max(0) as u64,
+    });
 }
 
 /// When a device last heard at `newest` counts as silent. The allowed lateness is added so a

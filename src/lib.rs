@@ -15,6 +15,8 @@
 //! - [`caps`]: per-device caps, cooldowns, quiet hours, campaign budgets; suppression reasons.
 //! - [`offer`]: offers and presence events (§6), deterministic ids, JSON encoding.
 //! - [`engine`]: composes the stages over a [`world::World`] and the [`device`] table; pure.
+//! - [`reload`]: a new world under a running engine: device and campaign state renumbered by
+//!   stable ids.
 //! - [`replay`]: `beckon replay`, the engine over a JSON Lines file (§7), with a summary.
 //! - [`cache`]: prefetch hints, so a batch's cache misses overlap.
 //! - [`json_type`]: naming JSON types in error messages (which field has the wrong type).
@@ -70,6 +72,7 @@ pub mod ping;
 pub mod presence;
 pub mod profile;
 pub mod reach;
+pub mod reload;
 pub mod replay;
 pub mod service;
 pub mod sphere;

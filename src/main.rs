@@ -10,17 +10,16 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use beckon::beacon::BeaconRegistry;
-use beckon::campaign::load_campaigns;
 use beckon::config::{LogFormat, Overrides, RunConfig};
 use beckon::demo::DemoOptions;
 use beckon::engine::{Engine, EngineConfig};
-use beckon::fence::{load_fences, CellScheme, FenceIndex, IndexOptions, LoadMode};
+use beckon::fence::{CellScheme, FenceError, FenceIndex, IndexOptions, LoadMode};
 use beckon::generate::{self, GenSpec};
 use beckon::match_cmd;
 use beckon::profile::{load_profiles, ProfileRecord};
 use beckon::replay::{self, Sinks};
 use beckon::service::{self, Hooks};
-use beckon::world::World;
+use beckon::world::{FenceFile, LoadedWorld, World, WorldFiles};
 
 #[derive(Parser)]
 #[command(
@@ -232,22 +231,31 @@ fn parse_cells(s: &str) -> Result<Cells, String> {
 }
 
 impl FenceArgs {
-    fn load(&self) -> Result<FenceIndex> {
-        let mode = if self.lenient {
-            LoadMode::Lenient
-        } else {
-            LoadMode::Strict
-        };
-        let report = load_fences(&self.path, mode)
-            .with_context(|| format!("loading fences from {}", self.path.display()))?;
-        for e in &report.rejected {
-            eprintln!("warning: {}: skipped {e}", self.path.display());
+    fn file(&self) -> FenceFile {
+        FenceFile {
+            path: self.path.clone(),
+            mode: if self.lenient {
+                LoadMode::Lenient
+            } else {
+                LoadMode::Strict
+            },
+            index: IndexOptions {
+                cells: self.cells.0,
+                ..IndexOptions::default()
+            },
         }
-        let options = IndexOptions {
-            cells: self.cells.0,
-            ..IndexOptions::default()
-        };
-        Ok(FenceIndex::new(report.fences, options))
+    }
+
+    fn load(&self) -> Result<FenceIndex> {
+        let (index, skipped) = self.file().load()?;
+        warn_skipped(&self.path, &skipped);
+        Ok(index)
+    }
+}
+
+fn warn_skipped(path: &Path, skipped: &[FenceError]) {
+    for e in skipped {
+        eprintln!("warning: {}: skipped {e}", path.display());
     }
 }
 
@@ -351,16 +359,13 @@ fn main() -> Result<()> {
             if let Err(e) = cfg.presence.validate() {
                 bail!("invalid engine config: {e}");
             }
-            let index = fences.load()?;
-            let registry = match &beacons {
-                Some(path) => BeaconRegistry::load(path)
-                    .with_context(|| format!("loading beacons from {}", path.display()))?,
-                None => BeaconRegistry::default(),
+            let files = WorldFiles {
+                fences: fences.file(),
+                beacons,
+                campaigns,
             };
-            let list = load_campaigns(&campaigns)
-                .with_context(|| format!("loading campaigns from {}", campaigns.display()))?;
-            let world = World::new(index, registry, list, cfg.presence.exit_buffer_m)
-                .context("joining beacons to stores")?;
+            let LoadedWorld { world, skipped } = World::load(&files, cfg.presence.exit_buffer_m)?;
+            warn_skipped(&fences.path, &skipped);
             let mut engine = Engine::new(Arc::new(world), cfg);
             if let Some(path) = &profiles {
                 for (device_id, profile) in load_profiles(path)

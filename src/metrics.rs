@@ -235,10 +235,11 @@ impl Metrics {
         {
             c.inc_by(d(*now, *then));
         }
-        for (i, &now) in stats.offers.iter().enumerate() {
+        // Slots past the world's campaigns are campaigns a reload removed: they make no offers.
+        for ((&now, counter), i) in stats.offers.iter().zip(&offers.0).zip(0..) {
             let then = was.offers.get(i).copied().unwrap_or(0);
             if now > then {
-                offers.0[i].inc_by(now - then);
+                counter.inc_by(now - then);
             }
         }
         for (i, per) in stats.suppressed.iter().enumerate() {

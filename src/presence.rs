@@ -16,6 +16,7 @@ use serde::Deserialize;
 
 use crate::beacon::{BeaconIdx, Dbm};
 use crate::fence::FenceIdx;
+use crate::reload::Renumbering;
 use crate::sphere::{LatLon, Meters};
 use crate::store::StoreIdx;
 use crate::time::Timestamp;
@@ -295,6 +296,44 @@ impl Tracks {
     pub fn close_all(&mut self, out: &mut Vec<Transition>) {
         out.extend(self.0.iter().filter_map(Track::silent_exit));
         self.0 = Vec::new();
+    }
+
+    /// Carries the tracks over to a new world (see `Engine::replace_world`). A fence track
+    /// whose fence is gone ends as if the device had fallen silent there, into `ended`; a beacon
+    /// or nearby track whose subject is gone just ends. Stores are the new world's, and a visit
+    /// that had an offer at any of its tracks keeps it at all of them (a fence may have moved
+    /// to another store: never a second offer for one visit).
+    pub fn renumber(&mut self, map: &Renumbering, world: &World, ended: &mut Vec<Transition>) {
+        let mut gone = false;
+        for t in self.0.iter_mut() {
+            let new = match t.subject() {
+                Subject::Fence(f) => {
+                    map.fences[f.get()].map(|n| (FENCE | n.0, world.stores.of_fence(n)))
+                }
+                Subject::Near(f) => {
+                    map.fences[f.get()].map(|n| (NEAR | n.0, world.stores.of_fence(n)))
+                }
+                Subject::Beacon(b) => {
+                    map.beacons[b.0 as usize].map(|n| (BEACON | n.0, world.stores.of_beacon(n)))
+                }
+            };
+            match new {
+                Some((subject, store)) => (t.subject, t.store) = (subject, store),
+                None => {
+                    ended.extend(t.silent_exit());
+                    t.subject = TAG; // marks it for removal below
+                    gone = true;
+                }
+            }
+        }
+        if gone {
+            self.remove_where(|t| t.subject == TAG);
+        }
+        for i in 0..self.0.len() {
+            if self.0[i].flags & OFFERED != 0 {
+                self.mark_offered(self.0[i].store);
+            }
+        }
     }
 
     /// The earliest event time a fence exit still to come can be dated at: its first outside
@@ -683,6 +722,45 @@ mod tests {
                 ts: Timestamp(0),
                 since: Timestamp(0),
                 offered: false
+            }]
+        );
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn a_renumbered_track_follows_its_fence_and_store_and_ends_as_silence_would_with_it() {
+        let w = world();
+        let mut t = Tracks::default();
+        fix(&mut t, &w, 0, 0.0, 5.0, false);
+        // 10 m clear of the edge: an exit pending since 30.
+        assert!(fix(&mut t, &w, 30, 115.0, 5.0, false).is_empty());
+        t.mark_offered(StoreIdx(0));
+        let before = t.clone();
+        let mut out = Vec::new();
+        t.renumber(&Renumbering::new(&w, &[], &world()), &w, &mut out);
+        assert_eq!((&t, out.as_slice()), (&before, &[][..]));
+        // A fence of another store sorting first: "c" becomes fence 1, its store "s" store 1.
+        let file = br#"{"type":"FeatureCollection","features":[{"type":"Feature","id":"a",
+            "properties":{"store_id":"s-a","radius_m":100},"geometry":{"type":"Point","coordinates":[1,1]}},
+            {"type":"Feature","id":"c","properties":{"store_id":"s","radius_m":100},
+            "geometry":{"type":"Point","coordinates":[0,0]}}]}"#;
+        let fences = parse_fences(file, LoadMode::Strict).unwrap().fences;
+        let index = FenceIndex::new(fences, IndexOptions::default());
+        let two = World::new(index, BeaconRegistry::default(), Vec::new(), 25.0).unwrap();
+        t.renumber(&Renumbering::new(&w, &[], &two), &two, &mut out);
+        assert_eq!(t.0[0].subject(), Subject::Fence(FenceIdx(1)));
+        assert!(t.visit_offered(StoreIdx(1)) && !t.visit_offered(StoreIdx(0)));
+        // Gone: the exit pending since 30, as silence would date it.
+        let empty = FenceIndex::new(Vec::new(), IndexOptions::default());
+        let none = World::new(empty, BeaconRegistry::default(), Vec::new(), 25.0).unwrap();
+        t.renumber(&Renumbering::new(&two, &[], &none), &none, &mut out);
+        assert_eq!(
+            out,
+            [Transition::Exit {
+                fence: FenceIdx(1),
+                ts: Timestamp(30_000),
+                since: Timestamp(0),
+                offered: true
             }]
         );
         assert!(t.is_empty());

@@ -9,7 +9,7 @@ use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::config::{RunConfig, WorldFiles};
+use crate::config::{RunConfig, WorldConfig};
 use crate::engine::EngineConfig;
 use crate::http::{self, Health};
 use crate::metrics::Metrics;
@@ -19,7 +19,7 @@ use crate::world::{World, WorldError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
-    #[error(transparent)]
+    #[error("{}", chain(.0))]
     World(#[from] WorldError),
     #[error("profiles {path}: {reason}")]
     Profiles { path: PathBuf, reason: String },
@@ -51,7 +51,7 @@ pub fn run(
     hooks: Hooks,
 ) -> Result<Totals, ServiceError> {
     let metrics = Arc::new(Metrics::new()?);
-    let world = Arc::new(World::load(&cfg.world, &cfg.engine)?);
+    let world = Arc::new(load_world(&cfg.world, &cfg.engine)?);
     tracing::info!(
         fences = world.fences.len(),
         beacons = world.beacons.len(),
@@ -139,6 +139,23 @@ pub fn run(
     Ok(result?)
 }
 
+/// The world from its files; lenient loading is not offered here, so nothing is skipped.
+fn load_world(files: &WorldConfig, engine: &EngineConfig) -> Result<World, WorldError> {
+    World::load(&files.files(), engine.presence.exit_buffer_m).map(|loaded| loaded.world)
+}
+
+/// An error and its causes on one line (logs have no "Caused by" section).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(c) = source {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        source = c.source();
+    }
+    s
+}
+
 async fn stop_on_signals(shutdown: Arc<AtomicBool>) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int)) = (
@@ -156,7 +173,7 @@ async fn stop_on_signals(shutdown: Arc<AtomicBool>) {
 }
 
 /// What identifies a version of the world's files: each file's path, size and mtime.
-fn fingerprint(files: &WorldFiles) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
+fn fingerprint(files: &WorldConfig) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
     let mut out = Vec::new();
     let mut add = |p: &Path| {
         let m = std::fs::metadata(p).ok();
@@ -188,7 +205,7 @@ fn fingerprint(files: &WorldFiles) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
 /// Checks the files every `reload_interval_s`; a changed set that loads becomes the new world,
 /// one that does not is refused (logged and counted) and the old world keeps serving.
 fn watch(
-    files: &WorldFiles,
+    files: &WorldConfig,
     engine: &EngineConfig,
     metrics: &Metrics,
     shutdown: &AtomicBool,
@@ -210,7 +227,7 @@ fn watch(
             continue;
         }
         seen = now;
-        match World::load(files, engine) {
+        match load_world(files, engine) {
             Ok(world) => {
                 tracing::info!(
                     fences = world.fences.len(),
@@ -224,7 +241,10 @@ fn watch(
             }
             Err(e) => {
                 metrics.reloads_refused.inc();
-                tracing::error!("files changed but were refused; the old world keeps serving: {e}");
+                tracing::error!(
+                    "files changed but were refused; the old world keeps serving: {}",
+                    chain(&e)
+                );
             }
         }
     }

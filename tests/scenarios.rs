@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use beckon::beacon::BeaconRegistry;
 use beckon::campaign::{load_campaigns, parse_campaigns, Campaign};
-use beckon::engine::{Engine, EngineConfig};
+use beckon::engine::{Engine, EngineConfig, Stats};
 use beckon::fence::{load_fences, parse_fences, FenceIndex, IndexOptions, LoadMode};
+use beckon::offer::Output;
 use beckon::ping;
 use beckon::profile::{self, load_profiles, ProfileRecord};
 use beckon::replay::{self, Sinks, Summary};
@@ -18,12 +19,23 @@ use serde_json::{json, Value};
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures");
 
 fn fixture_world(campaigns: Vec<Campaign>, cfg: &EngineConfig) -> Arc<World> {
-    let fences = load_fences(
+    fixture_world_with(&[], campaigns, cfg)
+}
+
+/// The fixture world with `more` fences (GeoJSON features) added.
+fn fixture_world_with(more: &[Value], campaigns: Vec<Campaign>, cfg: &EngineConfig) -> Arc<World> {
+    let mut fences = load_fences(
         format!("{FIXTURES}/fences.geojson").as_ref(),
         LoadMode::Strict,
     )
     .unwrap()
     .fences;
+    let more = json!({"type": "FeatureCollection", "features": more}).to_string();
+    fences.extend(
+        parse_fences(more.as_bytes(), LoadMode::Strict)
+            .unwrap()
+            .fences,
+    );
     let beacons = BeaconRegistry::load(format!("{FIXTURES}/beacons.json").as_ref()).unwrap();
     let index = FenceIndex::new(fences, IndexOptions::default());
     Arc::new(World::new(index, beacons, campaigns, cfg.presence.exit_buffer_m).unwrap())
@@ -429,4 +441,65 @@ fn late_pings_do_not_rewind_and_too_late_ones_are_counted() {
     let line14 = ping::decode(pings[13].as_bytes()).unwrap();
     assert_eq!(line14.device_id, "d-000104");
     assert!(line14.ts < ping::decode(pings[12].as_bytes()).unwrap().ts);
+}
+
+/// The fixture day one ping at a time, the world replaced by `reload(n)` (when it gives one)
+/// before valid ping n, as a reload of the files between two pings would: the offers and
+/// presence events as encoded, and the counters.
+fn day_reloading(reload: impl Fn(usize) -> Option<Arc<World>>) -> (Vec<Vec<u8>>, Stats) {
+    let mut engine = fixture_engine(EngineConfig::default());
+    let mut out = Output::default();
+    let mut emitted = Vec::new();
+    let mut encode = |out: &mut Output, world: &World| {
+        for e in &out.presence {
+            let mut buf = Vec::new();
+            e.encode(world, &mut buf);
+            emitted.push(buf);
+        }
+        for o in &out.offers {
+            let mut buf = Vec::new();
+            o.encode(world, &mut buf);
+            emitted.push(buf);
+        }
+        out.clear();
+    };
+    let pings = fixture_pings();
+    let valid = pings.iter().filter_map(|l| ping::decode(l.as_bytes()).ok());
+    for (n, ping) in valid.enumerate() {
+        if let Some(world) = reload(n) {
+            let old = engine.replace_world(world, &mut out);
+            encode(&mut out, &old);
+        }
+        engine.on_ping(&ping, &mut out);
+        encode(&mut out, engine.world());
+    }
+    (emitted, engine.stats().clone())
+}
+
+#[test]
+fn reloading_the_same_world_or_one_renumbered_before_every_ping_changes_nothing() {
+    let cfg = EngineConfig::default();
+    let plain = day_reloading(|_| None);
+    assert_eq!(plain.1.offers.iter().sum::<u64>(), 7);
+    // The same files, loaded again: a distinct world, equal to the first.
+    let (a, b) = (
+        fixture_world(fixture_campaigns(), &cfg),
+        fixture_world(fixture_campaigns(), &cfg),
+    );
+    let same = day_reloading(|n| Some(if n % 2 == 0 { a.clone() } else { b.clone() }));
+    assert!(plain == same, "a reload of the same files changed the day");
+    // A fence inserted at the front of the file (its id sorts first, far from everyone): every
+    // other fence's index moves by one, back and forth at each ping.
+    let front = json!({"type": "Feature", "id": "a-inserted", "properties": {"store_id": "s-new"},
+        "geometry": {"type": "Polygon", "coordinates": [[[0.0, 0.0], [0.001, 0.0], [0.001, 0.001],
+            [0.0, 0.001], [0.0, 0.0]]]}});
+    let shifted = fixture_world_with(&[front], fixture_campaigns(), &cfg);
+    let renumbered = day_reloading(|n| {
+        Some(if n % 2 == 0 {
+            shifted.clone()
+        } else {
+            a.clone()
+        })
+    });
+    assert!(plain == renumbered, "renumbered fences changed the day");
 }

@@ -20,7 +20,7 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 
-use beckon::config::{RunConfig, Topics, WorldFiles};
+use beckon::config::{RunConfig, Topics, WorldConfig};
 use beckon::engine::{Engine, EngineConfig};
 use beckon::generate::{self, GenSpec};
 use beckon::profile::{load_profiles, ProfileRecord};
@@ -354,7 +354,7 @@ pub fn wait_until_committed(bootstrap: &str, group: &str, topic: &str, within: D
 
 /// A generated world and walking devices' pings in `dir`.
 pub struct Generated {
-    pub files: WorldFiles,
+    pub files: WorldConfig,
     pub profiles: PathBuf,
     pub pings: PathBuf,
 }
@@ -382,11 +382,11 @@ pub fn generate(dir: &Path, devices: usize, fixes_per_device: usize) -> Generate
     )
     .unwrap();
     Generated {
-        files: WorldFiles {
+        files: WorldConfig {
             fences: Some(dir.join("fences.geojson")),
             campaigns: Some(dir.join("campaigns.json")),
             reload_interval_s: 0,
-            ..WorldFiles::default()
+            ..WorldConfig::default()
         },
         profiles: dir.join("profiles.jsonl"),
         pings: dir.join("pings.jsonl"),
@@ -394,9 +394,10 @@ pub fn generate(dir: &Path, devices: usize, fixes_per_device: usize) -> Generate
 }
 
 /// The offers `beckon replay` writes for the same files, one JSON object per line.
-pub fn replay_offers(files: &WorldFiles, profiles: &Path, pings: &Path) -> Vec<String> {
-    let world = World::load(files, &EngineConfig::default()).unwrap();
-    let mut engine = Engine::new(Arc::new(world), EngineConfig::default());
+pub fn replay_offers(files: &WorldConfig, profiles: &Path, pings: &Path) -> Vec<String> {
+    let cfg = EngineConfig::default();
+    let world = World::load(&files.files(), cfg.presence.exit_buffer_m).unwrap().world;
+    let mut engine = Engine::new(Arc::new(world), cfg);
     for (device_id, profile) in load_profiles(profiles).unwrap() {
         engine.on_profile(ProfileRecord::Upsert {
             device_id: device_id.into(),
@@ -420,7 +421,7 @@ pub fn replay_offers(files: &WorldFiles, profiles: &Path, pings: &Path) -> Vec<S
 }
 
 /// The run config for a test: the broker, the generated files, any free HTTP port.
-pub fn run_config(bootstrap: &str, group: &str, files: &WorldFiles) -> RunConfig {
+pub fn run_config(bootstrap: &str, group: &str, files: &WorldConfig) -> RunConfig {
     let mut cfg = RunConfig::default();
     cfg.kafka.brokers = bootstrap.into();
     cfg.kafka.group_id = group.into();
