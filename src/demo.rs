@@ -105,24 +105,24 @@ const PARTITIONS: i32 = 3;
 pub fn run(mut out: impl Write, opts: &DemoOptions) -> Result<(), DemoError> {
     let dir = std::env::temp_dir().join(format!("beckon-demo-{}", std::process::id()));
     let result = write_fixtures(&dir).and_then(|cfg_world| {
-            let broker = MockCluster::new(1)?;
-            let topics = Topics::default();
-            for t in [&topics.pings, &topics.offers, &topics.presence]
-                .into_iter()
-                .chain(&topics.profiles)
-            {
-                broker.create_topic(t, PARTITIONS, 1)?;
-            }
-            broker.create_topic(&topics.dead_letters, 1, 1)?;
-            let mut cfg = RunConfig::default();
-            cfg.kafka.brokers = broker.bootstrap_servers();
-            cfg.kafka.group_id = "beckon-demo".into();
-            cfg.world = cfg_world;
-            cfg.world.reload_interval_s = 0;
-            cfg.http.listen = opts.http;
-            cfg.pipeline.batch_linger_ms = 2;
-            show(&mut out, &cfg, opts)
-        });
+        let broker = MockCluster::new(1)?;
+        let topics = Topics::default();
+        for t in [&topics.pings, &topics.offers, &topics.presence]
+            .into_iter()
+            .chain(&topics.profiles)
+        {
+            broker.create_topic(t, PARTITIONS, 1)?;
+        }
+        broker.create_topic(&topics.dead_letters, 1, 1)?;
+        let mut cfg = RunConfig::default();
+        cfg.kafka.brokers = broker.bootstrap_servers();
+        cfg.kafka.group_id = "beckon-demo".into();
+        cfg.world = cfg_world;
+        cfg.world.reload_interval_s = 0;
+        cfg.http.listen = opts.http;
+        cfg.pipeline.batch_linger_ms = 2;
+        show(&mut out, &cfg, opts)
+    });
     let _ = std::fs::remove_dir_all(&dir);
     result
 }

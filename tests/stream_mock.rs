@@ -250,3 +250,105 @@ fn a_stop_mid_stream_commits_exactly_what_was_decided_and_a_restart_resumes_ther
         "no ping lost or decided twice"
     );
 }
+
+#[test]
+fn campaign_files_reload_without_a_restart_and_a_bad_file_is_refused() {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+    let dir = tempfile::tempdir().unwrap();
+    let campaigns = dir.path().join("campaigns");
+    std::fs::create_dir(&campaigns).unwrap();
+    for e in std::fs::read_dir(fixtures.join("campaigns")).unwrap() {
+        let e = e.unwrap();
+        if e.file_name() != "chayun-welcome.json" {
+            std::fs::copy(e.path(), campaigns.join(e.file_name())).unwrap();
+        }
+    }
+    let mut world = beckon::config::WorldConfig {
+        fences: Some(fixtures.join("fences.geojson")),
+        beacons: Some(fixtures.join("beacons.json")),
+        campaigns: Some(campaigns.clone()),
+        ..Default::default()
+    };
+    world.reload_interval_s = 1;
+    let broker = Broker::mock();
+    let bootstrap = broker.bootstrap();
+    let cfg = run_config(&bootstrap, "beckon-reload", &world);
+    let topics = &cfg.kafka.topics;
+    broker.create_topics(topics);
+    produce(
+        &bootstrap,
+        topics.profiles.as_ref().unwrap(),
+        &keyed_lines(&fixtures.join("profiles.jsonl")),
+    );
+    let pings = keyed_lines(&fixtures.join("pings.jsonl"));
+    // The Hangzhou visitor, whose welcome offer needs the campaign the reload adds, comes last.
+    let split = pings.iter().position(|(k, _)| k == b"d-000106").unwrap();
+    produce(&bootstrap, &topics.pings, &pings[..split]);
+    let engine = start(&cfg);
+    wait_until_committed(
+        &bootstrap,
+        "beckon-reload",
+        &topics.pings,
+        Duration::from_secs(60),
+    );
+
+    let metric = |name: &str| -> f64 {
+        let (_, text) = http_get(engine.http, "/metrics");
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .map_or(0.0, |v| v.parse().unwrap())
+    };
+    let wait_for = |name: &str, want: f64| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while metric(name) < want {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name} never reached {want}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    std::fs::write(campaigns.join("broken.json"), r#"{"id":"broken"}"#).unwrap();
+    wait_for("beckon_reloads_total{outcome=\"refused\"}", 1.0);
+    assert_eq!(
+        metric("beckon_campaigns_loaded"),
+        7.0,
+        "the old set keeps serving"
+    );
+    std::fs::remove_file(campaigns.join("broken.json")).unwrap();
+    std::fs::copy(
+        fixtures.join("campaigns/chayun-welcome.json"),
+        campaigns.join("chayun-welcome.json"),
+    )
+    .unwrap();
+    wait_for("beckon_reloads_total{outcome=\"applied\"}", 1.0);
+    assert_eq!(metric("beckon_campaigns_loaded"), 8.0);
+
+    produce(&bootstrap, &topics.pings, &pings[split..]);
+    wait_until_committed(
+        &bootstrap,
+        "beckon-reload",
+        &topics.pings,
+        Duration::from_secs(60),
+    );
+    engine.stop();
+    let mut got: Vec<String> = read_all(&bootstrap, &topics.offers)
+        .into_iter()
+        .map(|r| String::from_utf8(r.value).unwrap())
+        .collect();
+    assert!(got
+        .iter()
+        .any(|o| o.contains("\"campaign_id\":\"chayun-welcome\"")));
+    // The reload kept every device's presence and caps: the day is what replay says about the
+    // full campaign set.
+    world.campaigns = Some(fixtures.join("campaigns"));
+    let mut want = replay_offers(
+        &world,
+        &fixtures.join("profiles.jsonl"),
+        &fixtures.join("pings.jsonl"),
+    );
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+}

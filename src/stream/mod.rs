@@ -614,11 +614,12 @@ impl Pipeline {
             self.flow
                 .metrics
                 .record(shard.engine.stats(), &mut shard.reported, &self.counters);
-            // RELOAD-MERGE shard.engine.replace_world(world.clone(), &mut self.out);
+            // The exits of fences the new world lacks name the old world's fences.
+            let old = shard.engine.replace_world(world.clone(), &mut self.out);
             shard.reported = Reported::from(shard.engine.stats());
             emit(
                 &self.flow,
-                &self.world,
+                &old,
                 &mut self.out,
                 &mut self.buf,
                 &mut self.totals,

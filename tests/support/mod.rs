@@ -396,7 +396,9 @@ pub fn generate(dir: &Path, devices: usize, fixes_per_device: usize) -> Generate
 /// The offers `beckon replay` writes for the same files, one JSON object per line.
 pub fn replay_offers(files: &WorldConfig, profiles: &Path, pings: &Path) -> Vec<String> {
     let cfg = EngineConfig::default();
-    let world = World::load(&files.files(), cfg.presence.exit_buffer_m).unwrap().world;
+    let world = World::load(&files.files(), cfg.presence.exit_buffer_m)
+        .unwrap()
+        .world;
     let mut engine = Engine::new(Arc::new(world), cfg);
     for (device_id, profile) in load_profiles(profiles).unwrap() {
         engine.on_profile(ProfileRecord::Upsert {
