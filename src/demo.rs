@@ -69,6 +69,8 @@ pub struct DemoOptions {
     pub pace: Duration,
     /// The demo ends at the latest after this long.
     pub limit: Duration,
+    /// How long the engine keeps serving (e.g. `/metrics`) after the output has settled.
+    pub linger: Duration,
     /// Where `/metrics` is served (port 0: any free port).
     pub http: SocketAddr,
     /// Ends the demo early (Ctrl-C).
@@ -80,6 +82,7 @@ impl Default for DemoOptions {
         Self {
             pace: Duration::from_millis(40),
             limit: Duration::from_secs(90),
+            linger: Duration::ZERO,
             http: SocketAddr::from(([127, 0, 0, 1], 0)),
             stop: Arc::new(AtomicBool::new(false)),
         }
@@ -240,7 +243,8 @@ fn show(out: &mut impl Write, cfg: &RunConfig, opts: &DemoOptions) -> Result<(),
     let (mut offers, mut letters) = (0, 0);
     loop {
         let stop = opts.stop.load(Ordering::Relaxed) || started.elapsed() > opts.limit;
-        let settled = devices.is_finished() && quiet_since.elapsed() > Duration::from_secs(2);
+        let settled =
+            devices.is_finished() && quiet_since.elapsed() > Duration::from_secs(2) + opts.linger;
         if stop || settled {
             break;
         }

@@ -90,8 +90,16 @@ enum Command {
     /// offers, presence events and dead letters, with /metrics, /livez and /readyz over HTTP.
     /// Settings: the config file, then BECKON_* environment variables, then these flags.
     Run(RunArgs),
-    /// Replay the built-in fixtures through the core and show what happens (no setup needed).
-    Demo,
+    /// The embedded default, no setup: an in-process Kafka broker, the fixtures, simulated
+    /// devices and the streaming engine, with offers shown live as they are emitted.
+    Demo {
+        /// Where the engine serves /metrics (port 0: any free port).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        http: std::net::SocketAddr,
+        /// Seconds the engine keeps running after the devices are done (to look at /metrics).
+        #[arg(long, default_value_t = 0)]
+        linger: u64,
+    },
     /// Write deterministic synthetic fences and pings (DIR/fences.geojson, DIR/pings.jsonl);
     /// with --devices, also campaigns, profiles and walking devices' pings for `replay`
     /// (DIR/campaigns.json, DIR/profiles.jsonl, DIR/device-pings.jsonl).
@@ -427,8 +435,12 @@ fn main() -> Result<()> {
             };
             service::run(&cfg, shutdown, hooks)?;
         }
-        Command::Demo => {
-            let opts = DemoOptions::default();
+        Command::Demo { http, linger } => {
+            let opts = DemoOptions {
+                http,
+                linger: std::time::Duration::from_secs(linger),
+                ..DemoOptions::default()
+            };
             let stop = opts.stop.clone();
             // Ctrl-C ends the demo early but cleanly: the engine drains and commits.
             std::thread::spawn(move || {

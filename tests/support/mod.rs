@@ -46,25 +46,37 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// The tansu binary: `$TANSU`, `~/.cargo/bin/tansu`, or on the PATH. Its absence fails the
-/// test with how to install it; the real-broker tier never skips silently.
+/// The tansu binary: `$TANSU`, `~/.cargo/bin/tansu`, or on the PATH; if none, it is installed
+/// from crates.io once (about 12 minutes). The real-broker tier never skips: without tansu it
+/// fails saying why.
 fn tansu_binary() -> PathBuf {
+    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _once = INSTALL.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(found) = find_tansu() {
+        return found;
+    }
+    eprintln!("tansu not found: installing it (cargo install tansu --version 0.6.0 --features libsql --locked; ~12 min, once)");
+    let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        .args(["install", "tansu", "--version", "0.6.0", "--features", "libsql", "--locked"])
+        .status();
+    match (status, find_tansu()) {
+        (Ok(s), Some(found)) if s.success() => found,
+        (status, _) => panic!(
+            "the real-broker tests need tansu 0.6.0 (a Kafka-compatible broker) and installing it \
+             failed ({status:?}): run `cargo install tansu --version 0.6.0 --features libsql \
+             --locked`, or set TANSU=/path/to/tansu"
+        ),
+    }
+}
+
+fn find_tansu() -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     let candidates = std::env::var_os("TANSU")
         .map(PathBuf::from)
         .into_iter()
         .chain(std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo/bin/tansu")))
         .chain(std::env::split_paths(&path).map(|p| p.join("tansu")));
-    for c in candidates {
-        if c.is_file() {
-            return c;
-        }
-    }
-    panic!(
-        "the real-broker tests need tansu 0.6.0 (a Kafka-compatible broker): \
-         `cargo install tansu --version 0.6.0 --features libsql --locked` (.ci/run does this), \
-         or set TANSU=/path/to/tansu"
-    );
+    candidates.into_iter().find(|c| c.is_file())
 }
 
 impl Broker {
