@@ -398,8 +398,9 @@ impl Pipeline {
         while !shutdown.load(Ordering::Relaxed) {
             store_delivered(consumer, &self.flow)?;
             if !self.flow.tracker.wait_for_room(Duration::from_millis(100)) {
-                // Still keep the group session alive while output drains.
-                let _ = consumer.poll(Duration::ZERO);
+                // No polling meanwhile: a message polled now would have no batch to go to.
+                // (librdkafka keeps the group session alive on its own threads; only
+                // `max.poll.interval.ms` of output stalled would cost the assignment.)
                 continue;
             }
             if let Ok(world) = reloads.try_recv() {

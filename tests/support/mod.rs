@@ -57,7 +57,15 @@ fn tansu_binary() -> PathBuf {
     }
     eprintln!("tansu not found: installing it (cargo install tansu --version 0.6.0 --features libsql --locked; ~12 min, once)");
     let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-        .args(["install", "tansu", "--version", "0.6.0", "--features", "libsql", "--locked"])
+        .args([
+            "install",
+            "tansu",
+            "--version",
+            "0.6.0",
+            "--features",
+            "libsql",
+            "--locked",
+        ])
         .status();
     match (status, find_tansu()) {
         (Ok(s), Some(found)) if s.success() => found,
@@ -223,6 +231,24 @@ pub fn produce(bootstrap: &str, topic: &str, records: &[(Vec<u8>, Option<Vec<u8>
     producer.flush(Duration::from_secs(60)).unwrap();
 }
 
+/// Produces `records` from a thread, `chunk` at a time with a pause between: a stream still
+/// flowing while a test stops and restarts the engine.
+pub fn produce_paced(
+    bootstrap: &str,
+    topic: &str,
+    records: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    chunk: usize,
+    pause: Duration,
+) -> std::thread::JoinHandle<()> {
+    let (bootstrap, topic) = (bootstrap.to_owned(), topic.to_owned());
+    std::thread::spawn(move || {
+        for part in records.chunks(chunk) {
+            produce(&bootstrap, &topic, part);
+            std::thread::sleep(pause);
+        }
+    })
+}
+
 /// Lines of a JSON Lines file as keyed records (the key is the line's `device_id`, as a phone
 /// back end keys them; a line without one gets an empty key).
 pub fn keyed_lines(path: &Path) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
@@ -333,6 +359,15 @@ pub fn committed(bootstrap: &str, group: &str, topic: &str) -> Vec<Option<i64>> 
                 .filter(|&o| o >= 0)
         })
         .collect()
+}
+
+/// How many records of `topic` lie below each partition's committed offset (offsets may have
+/// gaps, so this counts records rather than subtracting offsets).
+pub fn records_below(bootstrap: &str, topic: &str, committed: &[Option<i64>]) -> u64 {
+    read_all(bootstrap, topic)
+        .iter()
+        .filter(|r| committed[r.partition as usize].is_some_and(|c| r.offset < c))
+        .count() as u64
 }
 
 pub fn high_watermarks(bootstrap: &str, topic: &str) -> Vec<i64> {
