@@ -327,3 +327,50 @@ fn replay_takes_a_yaml_config_and_refuses_unknown_settings() {
         "{err}"
     );
 }
+
+#[test]
+fn run_refuses_a_bad_setting_or_a_bad_fence_file_before_touching_kafka() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_beckon"))
+        .args(["run", "--fences", "f.geojson", "--campaigns", "c"])
+        .env("BECKON_HTTP_LISTEN", "not-an-address")
+        .output()
+        .expect("run beckon");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("BECKON_HTTP_LISTEN (for http.listen)"),
+        "{err}"
+    );
+
+    let fences = dir.path().join("fences.geojson");
+    std::fs::write(
+        &fences,
+        r#"{"type":"FeatureCollection","features":[{"type":"Feature","id":"f-open",
+            "properties":{"store_id":"s-1"},"geometry":{"type":"Polygon",
+            "coordinates":[[[121.0,31.0],[121.1,31.0],[121.1,31.1],[121.0,31.1]]]}}]}"#,
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_beckon"))
+        .args([
+            "run",
+            "--brokers",
+            "127.0.0.1:1",
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--fences",
+            fences.to_str().unwrap(),
+            "--campaigns",
+            &fixture("campaigns"),
+        ])
+        .output()
+        .expect("run beckon");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("f-open") && err.contains("not closed"),
+        "{err}"
+    );
+}
