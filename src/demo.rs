@@ -215,9 +215,11 @@ fn show(out: &mut impl Write, cfg: &RunConfig, opts: &DemoOptions) -> Result<(),
         let (cfg, pace, stop) = (cfg.clone(), opts.pace, opts.stop.clone());
         std::thread::spawn(move || simulate(&cfg, pace, &stop))
     };
+    // The engine's group id, to read how far it committed (assigning partitions by hand does
+    // not join the group, and this consumer never commits).
     let watch: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &cfg.kafka.brokers)
-        .set("group.id", "beckon-demo-display")
+        .set("group.id", &cfg.kafka.group_id)
         .set("enable.auto.commit", "false")
         .create()?;
     let mut tpl = TopicPartitionList::new();
@@ -241,10 +243,29 @@ fn show(out: &mut impl Write, cfg: &RunConfig, opts: &DemoOptions) -> Result<(),
     let started = Instant::now();
     let mut quiet_since = Instant::now();
     let (mut offers, mut letters) = (0, 0);
+    // Once the engine has committed every ping (it commits only what was delivered), the
+    // output topics' ends at that moment are everything it will say: read up to them.
+    let mut ends: Option<TopicPartitionList> = None;
+    let mut checked = Instant::now();
     loop {
         let stop = opts.stop.load(Ordering::Relaxed) || started.elapsed() > opts.limit;
-        let settled =
-            devices.is_finished() && quiet_since.elapsed() > Duration::from_secs(2) + opts.linger;
+        if ends.is_none() && devices.is_finished() && checked.elapsed() > Duration::from_millis(300)
+        {
+            checked = Instant::now();
+            if engine_caught_up(&watch, &topics.pings)? {
+                let mut e = TopicPartitionList::new();
+                for (t, p) in tpl.elements().iter().map(|e| (e.topic(), e.partition())) {
+                    let (_, hi) = watch.fetch_watermarks(t, p, Duration::from_secs(5))?;
+                    e.add_partition_offset(t, p, Offset::Offset(hi))?;
+                }
+                ends = Some(e);
+                quiet_since = Instant::now();
+            }
+        }
+        let settled = match &ends {
+            Some(e) => read_to(&watch, e)? && quiet_since.elapsed() >= opts.linger,
+            None => false,
+        };
         if stop || settled {
             break;
         }
@@ -327,6 +348,39 @@ fn show(out: &mut impl Write, cfg: &RunConfig, opts: &DemoOptions) -> Result<(),
         totals.pings, totals.dead_letters, totals.presence
     )?;
     Ok(())
+}
+
+/// Whether `watch` has read every output partition up to `ends`.
+fn read_to(watch: &BaseConsumer, ends: &TopicPartitionList) -> Result<bool, DemoError> {
+    let at = watch.position()?;
+    Ok(ends.elements().iter().all(|e| {
+        let end = e.offset().to_raw().unwrap_or(0);
+        let pos = at
+            .find_partition(e.topic(), e.partition())
+            .and_then(|p| p.offset().to_raw())
+            .unwrap_or(0);
+        end == 0 || pos >= end
+    }))
+}
+
+/// Whether the engine's group has committed every ping produced so far.
+fn engine_caught_up(watch: &BaseConsumer, pings: &str) -> Result<bool, DemoError> {
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition(pings, p);
+    }
+    let committed = watch.committed_offsets(tpl, Duration::from_secs(5))?;
+    for p in 0..PARTITIONS {
+        let (_, hi) = watch.fetch_watermarks(pings, p, Duration::from_secs(5))?;
+        let at = committed
+            .find_partition(pings, p)
+            .and_then(|e| e.offset().to_raw())
+            .unwrap_or(0);
+        if at < hi {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// The simulated devices: profiles first (the engine reads them before deciding pings), then
