@@ -202,6 +202,11 @@ fn a_stop_mid_stream_commits_exactly_what_was_decided_and_a_restart_resumes_ther
     let bootstrap = broker.bootstrap();
     let mut cfg = run_config(&bootstrap, "beckon-restart", &g.files);
     cfg.pipeline.batch_max = 256;
+    // Here the mock cluster let the restarted member in only once the old member's session
+    // expired (45 s by default); tansu (stream_broker.rs) admits it at once.
+    cfg.kafka
+        .client
+        .insert("session.timeout.ms".into(), "6000".into());
     let topics = cfg.kafka.topics.clone();
     broker.create_topics(&topics);
     produce(
