@@ -165,10 +165,6 @@ impl Tracker {
         self.delivered.notify_all();
     }
 
-    pub fn in_flight(&self) -> usize {
-        self.lock().batches.len()
-    }
-
     fn on_delivery(&self, ticket: Ticket, result: Result<(), String>) {
         let mut s = self.lock();
         let Some(i) = ticket.seq.checked_sub(s.first) else {
@@ -242,7 +238,6 @@ mod tests {
         assert_eq!(t.take_delivered(), Ok(vec![]));
         t.on_delivery(Ticket::unpack(a2), Ok(()));
         assert_eq!(t.take_delivered(), Ok(vec![(0, 10), (1, 5), (0, 12)]));
-        assert_eq!(t.in_flight(), 0);
     }
 
     #[test]

@@ -177,11 +177,6 @@ impl Broker {
             }
         }
     }
-
-    /// Kills and restarts tansu on the same port and storage.
-    pub fn is_tansu(&self) -> bool {
-        matches!(self, Broker::Tansu { .. })
-    }
 }
 
 impl Drop for Broker {
