@@ -13,6 +13,10 @@ set -euo pipefail
 
 DEPLOY=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 METRICS_FILE=${1:-}
+# The checks run from deploy/: a relative path means relative to where we were called.
+if [[ -n $METRICS_FILE && $METRICS_FILE != /* ]]; then
+  METRICS_FILE=$PWD/$METRICS_FILE
+fi
 if [[ -n $METRICS_FILE && ! -r $METRICS_FILE ]]; then
   echo "validate.sh: cannot read metrics file $METRICS_FILE" >&2
   exit 2
