@@ -694,3 +694,28 @@ fn emit(
     totals.offers += out.offers.len() as u64;
     out.clear();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::producer::BaseProducer;
+
+    #[test]
+    fn security_settings_reach_a_librdkafka_that_supports_them() {
+        let mut kafka = KafkaConfig::default();
+        for (k, v) in [
+            ("security.protocol", "SASL_SSL"),
+            ("sasl.mechanism", "SCRAM-SHA-512"),
+            ("sasl.username", "beckon"),
+            ("sasl.password", "secret"),
+        ] {
+            kafka.client.insert(k.into(), v.into());
+        }
+        let made: Result<BaseProducer, _> = client_config(&kafka).create();
+        assert!(made.is_ok(), "{:?}", made.err());
+        kafka.client.insert("ssl.nonsense".into(), "1".into());
+        let refused: Result<BaseProducer, _> = client_config(&kafka).create();
+        let e = refused.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("ssl.nonsense"), "{e}");
+    }
+}
