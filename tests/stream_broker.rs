@@ -88,12 +88,7 @@ fn offers_through_a_real_broker_equal_replay_and_bad_input_is_dead_lettered() {
         &keyed_lines(&g.profiles),
     );
     let mut pings = keyed_lines(&g.pings);
-    let corpus = [
-        ("json", br#"{"type":"location","device_id":"d-x","ts":"2026-11"#.to_vec()),
-        ("position", br#"{"type":"location","device_id":"d-x","ts":"2026-11-22T10:00:00Z","lat":123.4,"lon":121.4}"#.to_vec()),
-        ("missing_field", br#"{"type":"location","device_id":"d-x","lat":31.2,"lon":121.4}"#.to_vec()),
-        ("json", b"\xff\xfe not even text".to_vec()),
-    ];
+    let corpus = bad_input();
     for (i, (_, bytes)) in corpus.iter().enumerate() {
         pings.insert(
             pings.len() / 3 + i,

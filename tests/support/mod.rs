@@ -493,3 +493,28 @@ pub fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
         .unwrap_or_default();
     (code, body)
 }
+
+/// Malformed pings, each with the reason it must be dead-lettered for.
+pub fn bad_input() -> Vec<(&'static str, Vec<u8>)> {
+    let huge = format!(
+        r#"{{"type":"location","device_id":"d-big","ts":"2026-11-22T10:00:00Z","lat":31.2,"lon":121.4,"note":"{}"}}"#,
+        "x".repeat(70_000)
+    );
+    vec![
+        ("json", br#"{"type":"location","device_id":"d-x","ts":"2026-11"#.to_vec()),
+        ("wrong_type", br#"{"type":"location","device_id":"d-x","ts":"2026-11-22T10:00:00Z","lat":"31.2","lon":121.4}"#.to_vec()),
+        ("position", br#"{"type":"location","device_id":"d-x","ts":"2026-11-22T10:00:00Z","lat":123.4,"lon":121.4}"#.to_vec()),
+        ("missing_field", br#"{"type":"location","device_id":"d-x","lat":31.2,"lon":121.4}"#.to_vec()),
+        ("unknown_type", br#"{"type":"wifi","device_id":"d-x","ts":"2026-11-22T10:00:00Z"}"#.to_vec()),
+        ("device_id", br#"{"type":"location","device_id":"","ts":"2026-11-22T10:00:00Z","lat":31.2,"lon":121.4}"#.to_vec()),
+        ("timestamp", br#"{"type":"location","device_id":"d-x","ts":"yesterday","lat":31.2,"lon":121.4}"#.to_vec()),
+        ("out_of_range", br#"{"type":"beacon","device_id":"d-x","ts":"2026-11-22T10:00:00Z","uuid":"f7826da6-4fa2-4e98-8024-bc5b71e0893e","major":70000,"minor":1,"rssi":-60}"#.to_vec()),
+        ("uuid", br#"{"type":"beacon","device_id":"d-x","ts":"2026-11-22T10:00:00Z","uuid":"nope","major":1,"minor":1,"rssi":-60}"#.to_vec()),
+        ("json", br#"{"type":"location","device_id":"d-x","ts":"2026-11-22T10:00:00Z","lat":NaN,"lon":121.4}"#.to_vec()),
+        ("json", br#"{"type":"location","device_id":"d-x","ts":"2026-11-22T10:00:00Z","lat":1e999,"lon":121.4}"#.to_vec()),
+        ("json", b"{\"type\":\"location\",\"device_id\":\"d-\xff\xfe\",\"ts\":\"2026-11-22T10:00:00Z\"}".to_vec()),
+        ("json", format!("{}{}", "[".repeat(10_000), "]".repeat(10_000)).into_bytes()),
+        ("json", Vec::new()),
+        ("oversize", huge.into_bytes()),
+    ]
+}
