@@ -246,8 +246,23 @@ fn scan(bytes: &[u8]) -> Option<RawPing<'_>> {
         s.i += 1;
     } else {
         loop {
-            let key = s.string()?.as_bytes();
-            let field = FIELD_TYPES.iter().position(|(f, _)| f.as_bytes() == key)?;
+            // In `FIELD_TYPES` order.
+            let field = match s.raw_string()? {
+                b"type" => 0,
+                b"device_id" => 1,
+                b"ts" => 2,
+                b"lat" => 3,
+                b"lon" => 4,
+                b"accuracy_m" => 5,
+                b"speed_mps" => 6,
+                b"heading_deg" => 7,
+                b"uuid" => 8,
+                b"major" => 9,
+                b"minor" => 10,
+                b"rssi" => 11,
+                b"tx_power" => 12,
+                _ => return None,
+            };
             if seen & 1 << field != 0 {
                 return None;
             }
@@ -311,6 +326,11 @@ impl<'a> Scanner<'a> {
 
     /// A string with no escapes (and so no control characters either), borrowed.
     fn string(&mut self) -> Option<&'a str> {
+        std::str::from_utf8(self.raw_string()?).ok()
+    }
+
+    /// The same as bytes (keys: only ASCII names are known).
+    fn raw_string(&mut self) -> Option<&'a [u8]> {
         self.expect(b'"')?;
         let rest = &self.b[self.i..];
         let len = rest
@@ -320,7 +340,7 @@ impl<'a> Scanner<'a> {
             return None;
         }
         self.i += len + 1;
-        std::str::from_utf8(&rest[..len]).ok()
+        Some(&rest[..len])
     }
 
     /// `-?(0|[1-9][0-9]*)`, its digits as a u64 (at most 19 of them, so no overflow).
