@@ -213,9 +213,7 @@ impl Engine {
     fn matched_at(&self, ping: &Ping<'_>) -> Option<LatLon> {
         match ping.kind {
             PingKind::Location { at, accuracy, .. } => {
-                let p = &self.cfg.presence;
-                let accuracy = accuracy.unwrap_or(Meters(p.unknown_accuracy_m));
-                (accuracy.0 <= p.max_accuracy_m).then_some(at)
+                self.cfg.presence.usable_accuracy(accuracy).map(|_| at)
             }
             PingKind::Beacon { .. } => None,
         }
@@ -256,10 +254,7 @@ impl Engine {
         match ping.kind {
             PingKind::Location { at, accuracy, .. } => {
                 self.stats.location_pings += 1;
-                let accuracy = accuracy.unwrap_or(Meters(p.unknown_accuracy_m));
-                if accuracy.0 > p.max_accuracy_m {
-                    self.stats.imprecise += 1;
-                } else {
+                if let Some(accuracy) = p.usable_accuracy(accuracy) {
                     let hits = match matched {
                         Some(hits) => hits,
                         None => {
@@ -279,6 +274,8 @@ impl Engine {
                     };
                     dev.tracks
                         .on_fix(&fix, hits, &self.reach, world, p, &mut self.transitions);
+                } else {
+                    self.stats.imprecise += 1;
                 }
             }
             PingKind::Beacon { beacon, rssi, .. } => {
