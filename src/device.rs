@@ -10,7 +10,7 @@
 
 use std::hash::BuildHasher;
 
-use crate::cache::prefetch;
+use crate::cache::{huge_pages, prefetch};
 use crate::caps::Ledger;
 use crate::presence::Tracks;
 use crate::profile::Profile;
@@ -164,6 +164,10 @@ impl Devices {
         if (self.slots.len() + 1) * 2 > self.index.len() {
             self.grow();
         }
+        if self.slots.len() == self.slots.capacity() {
+            self.slots.reserve(self.slots.len().max(16));
+            huge_pages(self.slots.as_ptr(), self.slots.capacity());
+        }
         let s = self.slots.len() as u32;
         self.slots.push(Device {
             id: Id::new(id, &mut self.ids),
@@ -188,6 +192,7 @@ impl Devices {
     /// Doubles the index and files every device again.
     fn grow(&mut self) {
         self.index = vec![0; (self.index.len() * 2).max(16)];
+        huge_pages(self.index.as_ptr(), self.index.len());
         for s in 0..self.slots.len() as u32 {
             let hash = self.hasher.hash_one(self.id_of(s));
             self.place(hash, s);

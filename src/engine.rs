@@ -16,14 +16,14 @@ use serde::Deserialize;
 use crate::campaign::{CampaignIdx, Trigger, TriggerKind};
 use crate::caps::{self, Budgets, CapsConfig, LocalTimeOf, Suppression};
 use crate::device::{DeviceSlot, Devices};
-use crate::fence::{FenceIdx, Hits};
+use crate::fence::{self, FenceIdx, Hits};
 use crate::local_time::Zone;
 use crate::offer::{Offer, Output, PresenceEvent, PresenceKind};
 use crate::ping::{Ping, PingKind};
 use crate::presence::{Fix, PresenceConfig, Reach, Transition};
 use crate::profile::{AttrValue, Profile, ProfileRecord};
 use crate::reload::Renumbering;
-use crate::sphere::Meters;
+use crate::sphere::{LatLon, Meters};
 use crate::store::StoreIdx;
 use crate::time::Timestamp;
 use crate::world::World;
@@ -97,8 +97,18 @@ pub struct Engine {
     reach: Vec<Reach>,
     transitions: Vec<Transition>,
     candidates: Vec<Candidate>,
-    batch_hashes: Vec<u64>,
-    batch_slots: Vec<DeviceSlot>,
+    batch: BatchScratch,
+}
+
+/// [`Engine::on_batch`]'s buffers, reused from batch to batch.
+#[derive(Default)]
+struct BatchScratch {
+    hashes: Vec<u64>,
+    slots: Vec<DeviceSlot>,
+    /// The fixes presence will match, in batch order, and the fences covering each.
+    points: Vec<LatLon>,
+    hits: Vec<Hits>,
+    matching: fence::Batch,
 }
 
 impl Engine {
@@ -121,8 +131,7 @@ impl Engine {
             reach: Vec::new(),
             transitions: Vec::new(),
             candidates: Vec::new(),
-            batch_hashes: Vec::new(),
-            batch_slots: Vec::new(),
+            batch: BatchScratch::default(),
         }
     }
 
@@ -217,38 +226,70 @@ impl Engine {
     /// One valid ping, in arrival order. What it causes is appended to `out`.
     pub fn on_ping(&mut self, ping: &Ping<'_>, out: &mut Output) {
         let slot = self.devices.slot(&ping.device_id);
-        self.on_device_ping(slot, ping, out);
+        self.on_device_ping(slot, ping, None, out);
     }
 
     /// Valid pings in arrival order: the same as [`Engine::on_ping`] on each in turn. With a
     /// million devices their state does not fit in cache, so the batch first finds all its
     /// devices in stages, each prefetching what the next reads (index words, slots, state on the
-    /// heap), and their cache misses overlap instead of being paid one ping at a time.
+    /// heap), and matches all its fixes likewise (`FenceIndex::containing_many`, and the reach
+    /// cells prefetched): their cache misses overlap instead of being paid one ping at a time.
     pub fn on_batch(&mut self, pings: &[Ping<'_>], out: &mut Output) {
-        let mut hashes = std::mem::take(&mut self.batch_hashes);
-        let mut slots = std::mem::take(&mut self.batch_slots);
-        hashes.clear();
-        hashes.extend(pings.iter().map(|p| self.devices.hash(&p.device_id)));
-        for &h in &hashes {
+        let mut b = std::mem::take(&mut self.batch);
+        let world = self.world.clone();
+        let reach = world.campaigns.reach();
+        b.hashes.clear();
+        b.hashes
+            .extend(pings.iter().map(|p| self.devices.hash(&p.device_id)));
+        b.points.clear();
+        b.points
+            .extend(pings.iter().filter_map(|p| self.matched_at(p)));
+        for (i, &h) in b.hashes.iter().enumerate() {
             self.devices.prefetch_index(h);
+            if let Some(&p) = b.points.get(i) {
+                reach.prefetch_cell(p);
+            }
         }
-        for &h in &hashes {
+        for (i, &h) in b.hashes.iter().enumerate() {
             self.devices.prefetch_slot(h);
+            if let Some(&p) = b.points.get(i) {
+                reach.prefetch_entries(p);
+            }
         }
-        slots.clear();
-        for (p, &h) in pings.iter().zip(&hashes) {
+        b.slots.clear();
+        for (p, &h) in pings.iter().zip(&b.hashes) {
             let s = self.devices.slot_hashed(&p.device_id, h);
             self.devices.prefetch_state(s);
-            slots.push(s);
+            b.slots.push(s);
         }
-        for (p, &s) in pings.iter().zip(&slots) {
-            self.on_device_ping(s, p, out);
+        b.hits.resize_with(b.points.len(), Hits::new);
+        (world.fences).containing_many(&b.points, &mut b.hits, &mut b.matching);
+        let mut matched = b.hits.iter();
+        for (p, &s) in pings.iter().zip(&b.slots) {
+            let hits = self.matched_at(p).and_then(|_| matched.next());
+            self.on_device_ping(s, p, hits, out);
         }
-        self.batch_hashes = hashes;
-        self.batch_slots = slots;
+        self.batch = b;
     }
 
-    fn on_device_ping(&mut self, slot: DeviceSlot, ping: &Ping<'_>, out: &mut Output) {
+    /// Where presence will match a location ping: precise enough to be used.
+    fn matched_at(&self, ping: &Ping<'_>) -> Option<LatLon> {
+        match ping.kind {
+            PingKind::Location { at, accuracy, .. } => {
+                self.cfg.presence.usable_accuracy(accuracy).map(|_| at)
+            }
+            PingKind::Beacon { .. } => None,
+        }
+    }
+
+    /// `matched`: the fences covering the ping's fix, when the batch has matched it already.
+    fn on_device_ping(
+        &mut self,
+        slot: DeviceSlot,
+        ping: &Ping<'_>,
+        matched: Option<&Hits>,
+        out: &mut Output,
+    ) {
         let p = &self.cfg.presence;
         let dev = self.devices.get_mut(slot);
         let late = ping.ts < dev.newest;
@@ -276,29 +317,28 @@ impl Engine {
         match ping.kind {
             PingKind::Location { at, accuracy, .. } => {
                 self.stats.location_pings += 1;
-                let accuracy = accuracy.unwrap_or(Meters(p.unknown_accuracy_m));
-                if accuracy.0 > p.max_accuracy_m {
-                    self.stats.imprecise += 1;
-                } else {
-                    world.fences.containing(at, &mut self.hits);
+                if let Some(accuracy) = p.usable_accuracy(accuracy) {
+                    let hits = match matched {
+                        Some(hits) => hits,
+                        None => {
+                            world.fences.containing(at, &mut self.hits);
+                            &self.hits
+                        }
+                    };
                     world
                         .campaigns
                         .reach()
-                        .query(at, &self.hits, &world.fences, &mut self.reach);
+                        .query(at, hits, &world.fences, &mut self.reach);
                     let fix = Fix {
                         ts: ping.ts,
                         at,
                         accuracy,
                         late,
                     };
-                    dev.tracks.on_fix(
-                        &fix,
-                        &self.hits,
-                        &self.reach,
-                        world,
-                        p,
-                        &mut self.transitions,
-                    );
+                    dev.tracks
+                        .on_fix(&fix, hits, &self.reach, world, p, &mut self.transitions);
+                } else {
+                    self.stats.imprecise += 1;
                 }
             }
             PingKind::Beacon { beacon, rssi, .. } => {

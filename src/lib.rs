@@ -18,7 +18,7 @@
 //! - [`reload`]: a new world under a running engine: device and campaign state renumbered by
 //!   stable ids.
 //! - [`replay`]: `beckon replay`, the engine over a JSON Lines file (§7), with a summary.
-//! - [`cache`]: prefetch hints, so a batch's cache misses overlap.
+//! - [`cache`]: prefetch hints, so a batch's cache misses overlap; huge pages for big tables.
 //! - [`json_type`]: naming JSON types in error messages (which field has the wrong type).
 //! - [`sphere`], [`time`]: the units everything above speaks: positions, metres, event time.
 //! - [`local_time`]: IANA zones (bundled tzdb) and wall-clock time, for schedules and local-day caps.

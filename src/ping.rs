@@ -102,10 +102,10 @@ impl PingError {
 
 /// A JSON string borrowed from the message unless it has escapes. (serde borrows a bare
 /// `Cow<str>` field, but not one inside an `Option`; the newtype makes it borrow there too.)
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize, Default)]
 struct RawPing<'a> {
     #[serde(rename = "type", borrow)]
     kind: Option<Text<'a>>,
@@ -148,7 +148,19 @@ pub fn decode(bytes: &[u8]) -> Result<Ping<'_>, PingError> {
     if bytes.len() > MAX_PING_BYTES {
         return Err(PingError::Oversize(bytes.len()));
     }
-    let raw: RawPing = serde_json::from_slice(bytes).map_err(|e| explain(bytes, e))?;
+    match scan(bytes) {
+        Some(raw) => typed(raw),
+        None => typed(parse(bytes)?),
+    }
+}
+
+/// The general JSON path: any valid encoding of a ping, and the reason for an invalid one.
+fn parse(bytes: &[u8]) -> Result<RawPing<'_>, PingError> {
+    serde_json::from_slice(bytes).map_err(|e| explain(bytes, e))
+}
+
+/// The raw fields, checked and typed.
+fn typed(raw: RawPing<'_>) -> Result<Ping<'_>, PingError> {
     let device_id = raw.device_id.ok_or(PingError::Missing("device_id"))?.0;
     let chars = device_id.chars().count();
     if chars == 0 || chars > MAX_DEVICE_ID_CHARS {
@@ -231,6 +243,179 @@ fn explain(bytes: &[u8], typed: serde_json::Error) -> PingError {
     }
 }
 
+/// The common shape of a ping read without serde (a third of the whole core's decode time):
+/// one flat object of known fields, each at most once, strings without escapes, numbers as
+/// plain decimals of at most 19 digits. Anything else — unknown fields, `null`, exponents,
+/// escapes, malformed JSON — is `None` and goes to [`parse`], which decides it and words any
+/// error; both give the same fields (serde's own arithmetic is repeated for numbers), so the
+/// same pings and the same reasons (tested against each other below).
+fn scan(bytes: &[u8]) -> Option<RawPing<'_>> {
+    let mut s = Scanner { b: bytes, i: 0 };
+    let mut raw = RawPing::default();
+    let mut seen = 0u16;
+    s.skip_ws();
+    s.expect(b'{')?;
+    s.skip_ws();
+    if s.peek() == Some(b'}') {
+        s.i += 1;
+    } else {
+        loop {
+            // In `FIELD_TYPES` order.
+            let field = match s.raw_string()? {
+                b"type" => 0,
+                b"device_id" => 1,
+                b"ts" => 2,
+                b"lat" => 3,
+                b"lon" => 4,
+                b"accuracy_m" => 5,
+                b"speed_mps" => 6,
+                b"heading_deg" => 7,
+                b"uuid" => 8,
+                b"major" => 9,
+                b"minor" => 10,
+                b"rssi" => 11,
+                b"tx_power" => 12,
+                _ => return None,
+            };
+            if seen & 1 << field != 0 {
+                return None;
+            }
+            seen |= 1 << field;
+            s.skip_ws();
+            s.expect(b':')?;
+            s.skip_ws();
+            match field {
+                0 => raw.kind = Some(Text(Cow::Borrowed(s.string()?))),
+                1 => raw.device_id = Some(Text(Cow::Borrowed(s.string()?))),
+                2 => raw.ts = Some(Text(Cow::Borrowed(s.string()?))),
+                3 => raw.lat = Some(s.number()?),
+                4 => raw.lon = Some(s.number()?),
+                5 => raw.accuracy_m = Some(s.number()?),
+                6 => raw.speed_mps = Some(s.number()?),
+                7 => raw.heading_deg = Some(s.number()?),
+                8 => raw.uuid = Some(Text(Cow::Borrowed(s.string()?))),
+                9 => raw.major = Some(s.integer()?),
+                10 => raw.minor = Some(s.integer()?),
+                11 => raw.rssi = Some(s.integer()?),
+                _ => raw.tx_power = Some(s.integer()?),
+            }
+            s.skip_ws();
+            match s.next()? {
+                b',' => s.skip_ws(),
+                b'}' => break,
+                _ => return None,
+            }
+        }
+    }
+    s.skip_ws();
+    (s.i == bytes.len()).then_some(raw)
+}
+
+struct Scanner<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Scanner<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    fn next(&mut self) -> Option<u8> {
+        let c = self.peek()?;
+        self.i += 1;
+        Some(c)
+    }
+
+    fn expect(&mut self, c: u8) -> Option<()> {
+        (self.next()? == c).then_some(())
+    }
+
+    /// JSON's whitespace.
+    fn skip_ws(&mut self) {
+        while let Some(b' ' | b'\n' | b'\t' | b'\r') = self.peek() {
+            self.i += 1;
+        }
+    }
+
+    /// A string with no escapes (and so no control characters either), borrowed.
+    fn string(&mut self) -> Option<&'a str> {
+        std::str::from_utf8(self.raw_string()?).ok()
+    }
+
+    /// The same as bytes (keys: only ASCII names are known).
+    fn raw_string(&mut self) -> Option<&'a [u8]> {
+        self.expect(b'"')?;
+        let rest = &self.b[self.i..];
+        let len = rest
+            .iter()
+            .position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
+        if rest[len] != b'"' {
+            return None;
+        }
+        self.i += len + 1;
+        Some(&rest[..len])
+    }
+
+    /// `-?(0|[1-9][0-9]*)`, its digits as a u64 (at most 19 of them, so no overflow).
+    fn digits(&mut self) -> Option<(bool, u64, usize)> {
+        let negative = self.peek() == Some(b'-');
+        self.i += usize::from(negative);
+        let start = self.i;
+        let mut value = 0u64;
+        while let Some(c @ b'0'..=b'9') = self.peek() {
+            value = value.wrapping_mul(10).wrapping_add(u64::from(c - b'0'));
+            self.i += 1;
+        }
+        let n = self.i - start;
+        let leading_zero = n > 1 && self.b[start] == b'0';
+        (n > 0 && n <= 19 && !leading_zero).then_some((negative, value, n))
+    }
+
+    /// A number as serde_json reads one into an `f64` without `float_roundtrip`: the digits as
+    /// an integer, divided by the power of ten of the fraction's length.
+    fn number(&mut self) -> Option<f64> {
+        let (negative, mut value, int_digits) = self.digits()?;
+        let mut fraction = 0;
+        if self.peek() == Some(b'.') {
+            self.i += 1;
+            while let Some(c @ b'0'..=b'9') = self.peek() {
+                value = value.wrapping_mul(10).wrapping_add(u64::from(c - b'0'));
+                self.i += 1;
+                fraction += 1;
+            }
+            if fraction == 0 || int_digits + fraction > 19 {
+                return None;
+            }
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            return None;
+        }
+        let f = value as f64 / POW10[fraction];
+        Some(if negative { -f } else { f })
+    }
+
+    /// An integer in i64's range (serde refuses `-0` and fractions for an integer field).
+    fn integer(&mut self) -> Option<i64> {
+        let (negative, value, _) = self.digits()?;
+        if let Some(b'.' | b'e' | b'E') = self.peek() {
+            return None;
+        }
+        let value = i64::try_from(value).ok()?;
+        match negative {
+            false => Some(value),
+            true if value > 0 => Some(-value),
+            true => None,
+        }
+    }
+}
+
+/// Exact powers of ten, as serde_json divides by them.
+const POW10: [f64; 20] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19,
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -306,5 +491,107 @@ mod tests {
             decode(&vec![b' '; MAX_PING_BYTES + 1]),
             Err(PingError::Oversize(MAX_PING_BYTES + 1))
         );
+    }
+
+    #[test]
+    fn the_generated_pings_take_the_scanner() {
+        let spec = crate::generate::GenSpec {
+            fences: 100,
+            pings: 0,
+            seed: 7,
+        };
+        for line in crate::generate::device_pings(&spec, 100, 1000) {
+            assert!(scan(&line).is_some(), "{}", String::from_utf8_lossy(&line));
+        }
+    }
+
+    use proptest::prelude::*;
+
+    /// JSON text for a field's value, mostly of the field's own type: numbers, strings and
+    /// others, well-formed and not.
+    fn value(expected: Option<Expected>) -> impl Strategy<Value = String> {
+        let number = prop_oneof![
+            any::<i64>().prop_map(|n| n.to_string()),
+            (-100i64..100).prop_map(|n| n.to_string()),
+            any::<u64>().prop_map(|n| n.to_string()),
+            (-200.0f64..200.0).prop_map(|f| f.to_string()),
+            (-200.0f64..200.0).prop_map(|f| format!("{f:.4}")),
+            any::<f64>().prop_map(|f| format!("{f:e}")),
+            "-?[0-9]{1,24}(\\.[0-9]{0,24})?([eE][+-]?[0-9]{0,3})?",
+            Just("-0".to_owned()),
+        ];
+        let string = prop_oneof![
+            Just("location".to_owned()),
+            Just("beacon".to_owned()),
+            Just("2026-11-22T10:00:00.123Z".to_owned()),
+            Just("f7826da6-4fa2-4e98-8024-bc5b71e0893e".to_owned()),
+            "[a-z0-9-]{0,12}",
+            "[ -~é🐉\\\\\"\\t]{0,8}",
+            "\\\\u00[0-9a-f]{2}",
+        ]
+        .prop_map(|s| format!("\"{s}\""));
+        let other = prop::sample::select(vec!["null", "true", "{}", "[1]", "{\"a\":1}", ""])
+            .prop_map(str::to_owned);
+        let (n, s) = match expected {
+            Some(Expected::String) => (1, 16),
+            Some(_) => (16, 1),
+            None => (4, 4),
+        };
+        prop_oneof![n => number, s => string, 1 => other]
+    }
+
+    /// A ping-like object: known fields (some twice, some escaped), unknown ones, any values,
+    /// any whitespace — then perhaps cut short or with one byte changed.
+    fn message() -> impl Strategy<Value = Vec<u8>> {
+        let mut keys: Vec<(&str, Option<Expected>)> =
+            FIELD_TYPES.iter().map(|&(k, e)| (k, Some(e))).collect();
+        keys.extend(["extra", "Type", "\\u0074ype", "lat "].map(|k| (k, None)));
+        let field = prop::sample::select(keys).prop_flat_map(|(k, e)| (Just(k), value(e)));
+        let ws = prop::sample::select(vec!["", "", "", " ", "\n\t", "\r "]);
+        (
+            prop::collection::vec((field, ws.clone(), ws), 0..9),
+            prop::option::of((any::<prop::sample::Index>(), any::<u8>(), any::<bool>())),
+        )
+            .prop_map(|(fields, change)| {
+                let body: Vec<String> = fields
+                    .iter()
+                    .map(|((k, v), a, b)| format!("{a}\"{k}\"{b}:{a}{v}{b}"))
+                    .collect();
+                let mut m = format!("{{{}}}", body.join(",")).into_bytes();
+                if let Some((at, byte, cut)) = change {
+                    let at = at.index(m.len());
+                    if cut {
+                        m.truncate(at);
+                    } else {
+                        m[at] = byte;
+                    }
+                }
+                m
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(20_000))]
+
+        /// The scanner and serde give the same pings and the same reasons, whichever path a
+        /// message takes.
+        #[test]
+        fn the_scanner_agrees_with_serde(m in message()) {
+            if let Some(raw) = scan(&m) {
+                // Field by field (`Debug` tells -0.0 from 0.0).
+                let serde = serde_json::from_slice::<RawPing>(&m).map(|r| format!("{r:?}"));
+                prop_assert_eq!(Ok(format!("{raw:?}")), serde.map_err(|e| e.to_string()));
+            }
+            let fast = decode(&m);
+            let serde = parse(&m).and_then(typed);
+            prop_assert_eq!(format!("{fast:?}"), format!("{serde:?}"));
+            prop_assert_eq!(&fast, &serde);
+            if let (Ok(a), Ok(b)) = (&fast, &serde) {
+                prop_assert_eq!(
+                    matches!(a.device_id, Cow::Borrowed(_)),
+                    matches!(b.device_id, Cow::Borrowed(_))
+                );
+            }
+        }
     }
 }

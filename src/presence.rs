@@ -83,6 +83,13 @@ impl PresenceConfig {
         Ok(())
     }
 
+    /// The accuracy a fix is weighed with (`unknown_accuracy_m` when it reports none), or
+    /// `None` when it is too vague to use at all.
+    pub fn usable_accuracy(&self, reported: Option<Meters>) -> Option<Meters> {
+        let accuracy = reported.unwrap_or(Meters(self.unknown_accuracy_m));
+        (accuracy.0 <= self.max_accuracy_m).then_some(accuracy)
+    }
+
     fn ms(s: u32) -> i64 {
         i64::from(s) * 1000
     }

@@ -5,6 +5,7 @@
 
 use rustc_hash::FxHashMap;
 
+use crate::cache::prefetch;
 use crate::fence::{FenceIdx, FenceIndex};
 use crate::presence::Reach;
 use crate::sphere::{self, LatLon, LonLatBox, Meters, EARTH_RADIUS_M};
@@ -16,8 +17,20 @@ const CELL_DEG: f64 = 0.01;
 #[derive(Debug, Default)]
 pub struct ReachIndex {
     slack_m: f64,
-    /// Each cell's fences with what a query needs inline: one read, no pointer to follow.
-    cells: FxHashMap<(i32, i32), Vec<Entry>>,
+    /// The cells that have fences, by open addressing (linear probing, at most half full): a
+    /// cell's place follows from its coordinates alone, so a batch can prefetch it, then its
+    /// entries, before it queries (see `Engine::on_batch`).
+    cells: Vec<Cell>,
+    /// Each cell's fences, contiguous, with what a query needs inline: no pointer to follow.
+    entries: Vec<Entry>,
+}
+
+/// A cell's entries, `entries[start..start + len]`; `len == 0` marks a free place.
+#[derive(Debug, Clone, Copy, Default)]
+struct Cell {
+    key: (i32, i32),
+    start: u32,
+    len: u32,
 }
 
 /// A fence's box (one of two for a fence split at the antimeridian) filed under a cell.
@@ -31,7 +44,11 @@ struct Entry {
     cos_lat: f64,
 }
 
-fn cell(lon: f64, lat: f64) -> (i32, i32) {
+fn cell(p: LatLon) -> (i32, i32) {
+    cell_of(p.lon(), p.lat())
+}
+
+fn cell_of(lon: f64, lat: f64) -> (i32, i32) {
     (
         (lon / CELL_DEG).floor() as i32,
         (lat / CELL_DEG).floor() as i32,
@@ -41,7 +58,7 @@ fn cell(lon: f64, lat: f64) -> (i32, i32) {
 impl ReachIndex {
     /// `radius[f]`: the largest reach of a nearby campaign selecting fence `f` (0 for none).
     pub fn new(radius: Vec<f64>, fences: &FenceIndex, slack_m: f64) -> Self {
-        let mut cells: FxHashMap<_, Vec<Entry>> = FxHashMap::default();
+        let mut lists: FxHashMap<_, Vec<Entry>> = FxHashMap::default();
         for (fi, &r) in radius.iter().enumerate().filter(|(_, &r)| r > 0.0) {
             let fence = FenceIdx(fi as u32);
             for b in fences.boxes(fence) {
@@ -52,25 +69,83 @@ impl ReachIndex {
                     cos_lat: b.min[1].abs().max(b.max[1].abs()).to_radians().cos(),
                 };
                 let g = grow(b, Meters(r + slack_m));
-                let (x0, y0) = cell(g.min[0], g.min[1]);
-                let (x1, y1) = cell(g.max[0], g.max[1]);
+                let (x0, y0) = cell_of(g.min[0], g.min[1]);
+                let (x1, y1) = cell_of(g.max[0], g.max[1]);
                 for x in x0..=x1 {
                     for y in y0..=y1 {
-                        cells.entry((x, y)).or_default().push(entry);
+                        lists.entry((x, y)).or_default().push(entry);
                     }
                 }
             }
         }
-        Self { slack_m, cells }
+        let mut index = Self {
+            slack_m,
+            cells: vec![Cell::default(); (lists.len() * 2).next_power_of_two()],
+            entries: Vec::with_capacity(lists.values().map(Vec::len).sum()),
+        };
+        for (key, list) in lists {
+            let mut i = index.home(key);
+            while index.cells[i].len != 0 {
+                i = (i + 1) & (index.cells.len() - 1);
+            }
+            index.cells[i] = Cell {
+                key,
+                start: index.entries.len() as u32,
+                len: list.len() as u32,
+            };
+            index.entries.extend(list);
+        }
+        index
+    }
+
+    fn home(&self, key: (i32, i32)) -> usize {
+        let k = u64::from(key.0 as u32) << 32 | u64::from(key.1 as u32);
+        // Fibonacci hashing: the product's high bits, as many as the table needs.
+        let bits = self.cells.len().trailing_zeros();
+        (k.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (63 - bits) >> 1) as usize
+    }
+
+    /// The fences filed under `p`'s cell.
+    fn list(&self, p: LatLon) -> &[Entry] {
+        if self.cells.is_empty() {
+            return &[];
+        }
+        let key = cell(p);
+        let mut i = self.home(key);
+        loop {
+            let c = self.cells[i];
+            if c.len == 0 {
+                return &[];
+            }
+            if c.key == key {
+                return &self.entries[c.start as usize..][..c.len as usize];
+            }
+            i = (i + 1) & (self.cells.len() - 1);
+        }
+    }
+
+    /// Batch stage 1: start loading the place `p`'s cell is looked up at.
+    pub fn prefetch_cell(&self, p: LatLon) {
+        if !self.cells.is_empty() {
+            prefetch(&self.cells[self.home(cell(p))]);
+        }
+    }
+
+    /// Batch stage 2 (the cell loaded): start loading its first entries.
+    pub fn prefetch_entries(&self, p: LatLon) {
+        for e in self.list(p).iter().step_by(2).take(4) {
+            prefetch(e);
+        }
     }
 
     /// The fences reached from `p`, ascending, into `out` (cleared first). `hits` are the
     /// fences covering `p` (distance 0, no test needed).
     pub fn query(&self, p: LatLon, hits: &[FenceIdx], fences: &FenceIndex, out: &mut Vec<Reach>) {
         out.clear();
-        let Some(list) = self.cells.get(&cell(p.lon(), p.lat())) else {
+        let list = self.list(p);
+        if list.is_empty() {
             return;
-        };
+        }
         let (pt, cos_p) = (p.point(), p.lat().to_radians().cos());
         for e in list {
             let limit = e.radius + self.slack_m;

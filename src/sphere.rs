@@ -65,6 +65,7 @@ pub fn distance(a: Point<f64>, b: Point<f64>) -> Meters {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Cap {
     center: Point<f64>,
+    radius: Meters,
     cos_lat: f64,
     max_a: f64,
 }
@@ -81,9 +82,15 @@ impl Cap {
         }
         Self {
             center,
+            radius,
             cos_lat: center.y().to_radians().cos(),
             max_a,
         }
+    }
+
+    /// Distance from `p` to the rim, from inside or outside.
+    pub fn edge_distance(&self, p: Point<f64>) -> Meters {
+        Meters((distance(self.center, p).0 - self.radius.0).abs())
     }
 
     pub fn contains(&self, p: Point<f64>) -> bool {

@@ -10,24 +10,29 @@ use geo::kernels::{Kernel, RobustKernel};
 use geo::{Coord, Intersects, MonotonicPolygons, Orientation, Point};
 
 use super::{Fence, FenceIdx, Shape};
-use crate::sphere::Cap;
+use crate::sphere::{self, Cap, Meters};
 
 /// Marks a ring that is a polygon's exterior (the rings after it, up to the next one, are its
 /// holes).
 const EXTERIOR: u32 = 1 << 31;
 
 enum Test {
-    /// Rings `first_ring .. first_ring + rings` of the arena, whose coordinates start at
-    /// `first_coord`.
-    Area {
-        first_ring: u32,
-        rings: u32,
-        first_coord: u32,
-    },
-    /// A monotone subdivision (O(log n) per test), for polygons with many vertices.
-    Prepared(Box<MonotonicPolygons<f64>>),
+    /// Tested on its rings in the arena.
+    Area(Rings),
+    /// A monotone subdivision (O(log n) per test), for polygons with many vertices; the rings
+    /// are in the arena too, for edge distances.
+    Prepared(Box<MonotonicPolygons<f64>>, Rings),
     /// Haversine distance within the radius, decided without `asin` (see `sphere::Cap`).
     Circle(Cap),
+}
+
+/// Rings `first_ring .. first_ring + rings` of the arena, whose coordinates start at
+/// `first_coord`: each polygon's exterior, then its holes.
+#[derive(Clone, Copy)]
+struct Rings {
+    first_ring: u32,
+    rings: u32,
+    first_coord: u32,
 }
 
 /// Exact tests for every fence of an index, by [`FenceIdx`].
@@ -48,11 +53,12 @@ impl ExactTests {
         for f in fences {
             let test = match &f.shape {
                 Shape::Circle { center, radius } => Test::Circle(Cap::new(*center, *radius)),
-                Shape::Area(mp) if f.shape.vertex_count() > prepare_above_vertices => {
-                    Test::Prepared(Box::new(MonotonicPolygons::from(mp.clone())))
-                }
                 Shape::Area(mp) => {
-                    let (first_ring, first_coord) = (t.rings.len() as u32, t.coords.len() as u32);
+                    let rings = Rings {
+                        first_ring: t.rings.len() as u32,
+                        rings: 0,
+                        first_coord: t.coords.len() as u32,
+                    };
                     for p in &mp.0 {
                         for (k, ring) in std::iter::once(p.exterior())
                             .chain(p.interiors())
@@ -63,10 +69,14 @@ impl ExactTests {
                             t.coords.extend_from_slice(&ring.0);
                         }
                     }
-                    Test::Area {
-                        first_ring,
-                        rings: t.rings.len() as u32 - first_ring,
-                        first_coord,
+                    let rings = Rings {
+                        rings: t.rings.len() as u32 - rings.first_ring,
+                        ..rings
+                    };
+                    if f.shape.vertex_count() > prepare_above_vertices {
+                        Test::Prepared(Box::new(MonotonicPolygons::from(mp.clone())), rings)
+                    } else {
+                        Test::Area(rings)
                     }
                 }
             };
@@ -82,16 +92,55 @@ impl ExactTests {
     /// depend on it).
     pub fn covers(&self, i: FenceIdx, pt: Point<f64>) -> bool {
         match &self.tests[i.get()] {
-            Test::Area {
-                first_ring,
-                rings,
-                first_coord,
-            } => {
-                let rings = &self.rings[*first_ring as usize..(*first_ring + *rings) as usize];
-                self.area_covers(rings, *first_coord as usize, pt.0)
+            Test::Area(rings) => {
+                let lens = &self.rings[rings.first_ring as usize..][..rings.rings as usize];
+                self.area_covers(lens, rings.first_coord as usize, pt.0)
             }
-            Test::Prepared(mono) => mono.intersects(&pt.0),
+            Test::Prepared(mono, _) => mono.intersects(&pt.0),
             Test::Circle(cap) => cap.contains(pt),
+        }
+    }
+
+    /// Distance from `pt` to fence `i`'s edge on the sphere, from inside or outside. Polygons:
+    /// the closest boundary point in a local equirectangular frame (lon scaled by cos(lat)),
+    /// then its distance.
+    pub fn edge_distance(&self, i: FenceIdx, pt: Point<f64>) -> Meters {
+        let rings = match &self.tests[i.get()] {
+            Test::Area(rings) | Test::Prepared(_, rings) => rings,
+            Test::Circle(cap) => return cap.edge_distance(pt),
+        };
+        let scale = pt.y().to_radians().cos().max(1e-9);
+        // Rings never cross the antimeridian (the loader refuses that), but a point can sit
+        // across it from one (or from one half of a split fence): measure each ring against
+        // the point's copy of longitudes nearest to it.
+        let mut best = (f64::INFINITY, pt.0, pt.0);
+        let mut at = rings.first_coord as usize;
+        for &r in &self.rings[rings.first_ring as usize..][..rings.rings as usize] {
+            let len = (r & !EXTERIOR) as usize;
+            let ring = &self.coords[at..at + len];
+            at += len;
+            let near = ring.first().map_or(pt.x(), |c| c.x);
+            let x = match pt.x() - near {
+                d if d > 180.0 => pt.x() - 360.0,
+                d if d < -180.0 => pt.x() + 360.0,
+                _ => pt.x(),
+            };
+            let q = Coord { x, y: pt.y() };
+            for w in ring.windows(2) {
+                let c = closest_on_segment(q, w[0], w[1], scale);
+                let d2 = ((c.x - q.x) * scale).powi(2) + (c.y - q.y).powi(2);
+                if d2 < best.0 {
+                    best = (d2, q, c);
+                }
+            }
+        }
+        // Up to ~5 km, below 70° of latitude, the local frame's own distance is the sphere's to
+        // within 0.15% (tan(lat)·Δlat/2; far under a fix's accuracy) and saves the haversine's
+        // transcendentals on presence's hot path; otherwise measure on the sphere.
+        if best.0 < LOCAL_FRAME_DEG * LOCAL_FRAME_DEG && pt.y().abs() < 70.0 {
+            Meters(best.0.sqrt() * sphere::EARTH_RADIUS_M.to_radians())
+        } else {
+            sphere::distance(Point(best.1), Point(best.2))
         }
     }
 
@@ -102,8 +151,8 @@ impl ExactTests {
 
     /// Starts loading the coordinates of fence `i`, once its record is at hand.
     pub fn prefetch_coords(&self, i: FenceIdx) {
-        if let Test::Area { first_coord, .. } = &self.tests[i.get()] {
-            if let Some(c) = self.coords.get(*first_coord as usize) {
+        if let Test::Area(rings) = &self.tests[i.get()] {
+            if let Some(c) = self.coords.get(rings.first_coord as usize) {
                 crate::cache::prefetch(c);
             }
         }
@@ -184,5 +233,22 @@ fn between(v: f64, a: f64, b: f64) -> bool {
         a <= v && v <= b
     } else {
         b <= v && v <= a
+    }
+}
+
+/// How close (degrees, in the local frame) a polygon edge must be for its distance to be taken
+/// in that frame.
+const LOCAL_FRAME_DEG: f64 = 0.045;
+
+fn closest_on_segment(q: Coord<f64>, a: Coord<f64>, b: Coord<f64>, scale: f64) -> Coord<f64> {
+    let (dx, dy) = ((b.x - a.x) * scale, b.y - a.y);
+    let len2 = dx * dx + dy * dy;
+    if len2 == 0.0 {
+        return a;
+    }
+    let t = ((((q.x - a.x) * scale) * dx + (q.y - a.y) * dy) / len2).clamp(0.0, 1.0);
+    Coord {
+        x: a.x + (b.x - a.x) * t,
+        y: a.y + (b.y - a.y) * t,
     }
 }

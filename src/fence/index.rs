@@ -5,7 +5,7 @@
 //! answers by sorting small integers. Queries allocate nothing: the caller owns the output
 //! buffers and reuses them.
 
-use geo::{BoundingRect, Coord, Point};
+use geo::{BoundingRect, Point};
 use rstar::primitives::{GeomWithData, Rectangle};
 use rstar::{RTree, AABB};
 use smallvec::SmallVec;
@@ -261,45 +261,7 @@ impl FenceIndex {
     /// fix can be off before it would fall on the other side (presence weighs it against the
     /// fix's accuracy).
     pub fn edge_distance(&self, i: FenceIdx, pt: Point<f64>) -> Meters {
-        match &self.fences[i.get()].shape {
-            Shape::Circle { center, radius } => {
-                Meters((sphere::distance(*center, pt).0 - radius.0).abs())
-            }
-            Shape::Area(mp) => {
-                // Closest boundary point in a local equirectangular frame (lon scaled by
-                // cos(lat)), then its true distance on the sphere.
-                let scale = pt.y().to_radians().cos().max(1e-9);
-                // Rings never cross the antimeridian (the loader refuses that), but a point can
-                // sit across it from one (or from one half of a split fence): measure each ring
-                // against the point's copy of longitudes nearest to it.
-                let mut best = (f64::INFINITY, pt.0, pt.0);
-                for ring in super::rings(mp) {
-                    let near = ring.0.first().map_or(pt.x(), |c| c.x);
-                    let x = match pt.x() - near {
-                        d if d > 180.0 => pt.x() - 360.0,
-                        d if d < -180.0 => pt.x() + 360.0,
-                        _ => pt.x(),
-                    };
-                    let q = Coord { x, y: pt.y() };
-                    for line in ring.lines() {
-                        let c = closest_on_segment(q, line.start, line.end, scale);
-                        let d2 = ((c.x - q.x) * scale).powi(2) + (c.y - q.y).powi(2);
-                        if d2 < best.0 {
-                            best = (d2, q, c);
-                        }
-                    }
-                }
-                // Up to ~5 km, below 70° of latitude, the local frame's own distance is the
-                // sphere's to within 0.15% (tan(lat)·Δlat/2; far under a fix's accuracy) and
-                // saves the haversine's transcendentals on presence's hot path; otherwise
-                // measure on the sphere.
-                if best.0 < LOCAL_FRAME_DEG * LOCAL_FRAME_DEG && pt.y().abs() < 70.0 {
-                    Meters(best.0.sqrt() * sphere::EARTH_RADIUS_M.to_radians())
-                } else {
-                    sphere::distance(Point(best.1), Point(best.2))
-                }
-            }
-        }
+        self.exact.edge_distance(i, pt)
     }
 }
 
@@ -317,23 +279,6 @@ pub struct Batch {
     spans: Vec<Span>,
     /// (point, fence) pairs whose bounding box holds the point, awaiting the exact test.
     candidates: Vec<(u32, FenceIdx)>,
-}
-
-/// How close (degrees, in the local frame) a polygon edge must be for its distance to be taken
-/// in that frame.
-const LOCAL_FRAME_DEG: f64 = 0.045;
-
-fn closest_on_segment(q: Coord<f64>, a: Coord<f64>, b: Coord<f64>, scale: f64) -> Coord<f64> {
-    let (dx, dy) = ((b.x - a.x) * scale, b.y - a.y);
-    let len2 = dx * dx + dy * dy;
-    if len2 == 0.0 {
-        return a;
-    }
-    let t = ((((q.x - a.x) * scale) * dx + (q.y - a.y) * dy) / len2).clamp(0.0, 1.0);
-    Coord {
-        x: a.x + (b.x - a.x) * t,
-        y: a.y + (b.y - a.y) * t,
-    }
 }
 
 fn area_box(shape: &Shape) -> LonLatBox {
