@@ -16,20 +16,6 @@ use crate::engine::EngineConfig;
 use crate::fence::{IndexOptions, LoadMode};
 use crate::world::{FenceFile, WorldFiles};
 
-/// Environment variables that override settings, and the setting each names.
-pub const ENV: [(&str, &str); 10] = [
-    ("BECKON_BROKERS", "kafka.brokers"),
-    ("BECKON_GROUP_ID", "kafka.group_id"),
-    ("BECKON_HTTP_LISTEN", "http.listen"),
-    ("BECKON_LOG_FORMAT", "log.format"),
-    ("BECKON_LOG_LEVEL", "log.level"),
-    ("BECKON_FENCES", "world.fences"),
-    ("BECKON_BEACONS", "world.beacons"),
-    ("BECKON_CAMPAIGNS", "world.campaigns"),
-    ("BECKON_PROFILES", "world.profiles"),
-    ("BECKON_INSTANCE_ID", "kafka.instance_id"),
-];
-
 /// `BECKON_KAFKA_SECURITY_PROTOCOL=SASL_SSL` sets librdkafka's `security.protocol`.
 pub const ENV_KAFKA_PREFIX: &str = "BECKON_KAFKA_";
 
@@ -309,28 +295,29 @@ impl RunConfig {
                 self.kafka.client.insert(key, value);
                 continue;
             }
-            let Some(&(_, setting)) = ENV.iter().find(|(name, _)| *name == var) else {
-                continue;
-            };
-            let bad = |reason: String| ConfigError::Env {
+            let bad = |setting, reason| ConfigError::Env {
                 var: var.clone(),
                 setting,
                 reason,
             };
-            match setting {
-                "kafka.brokers" => self.kafka.brokers = value,
-                "kafka.group_id" => self.kafka.group_id = value,
-                "kafka.instance_id" => self.kafka.instance_id = Some(value),
-                "http.listen" => {
-                    self.http.listen = value.parse().map_err(|e| bad(format!("{value:?}: {e}")))?
+            match var.as_str() {
+                "BECKON_BROKERS" => self.kafka.brokers = value,
+                "BECKON_GROUP_ID" => self.kafka.group_id = value,
+                "BECKON_INSTANCE_ID" => self.kafka.instance_id = Some(value),
+                "BECKON_HTTP_LISTEN" => {
+                    self.http.listen = value
+                        .parse()
+                        .map_err(|e| bad("http.listen", format!("{value:?}: {e}")))?
                 }
-                "log.format" => self.log.format = parse_log_format(&value).map_err(bad)?,
-                "log.level" => self.log.level = value,
-                "world.fences" => self.world.fences = Some(value.into()),
-                "world.beacons" => self.world.beacons = Some(value.into()),
-                "world.campaigns" => self.world.campaigns = Some(value.into()),
-                "world.profiles" => self.world.profiles = Some(value.into()),
-                _ => unreachable!("every ENV setting is handled"),
+                "BECKON_LOG_FORMAT" => {
+                    self.log.format = parse_log_format(&value).map_err(|r| bad("log.format", r))?
+                }
+                "BECKON_LOG_LEVEL" => self.log.level = value,
+                "BECKON_FENCES" => self.world.fences = Some(value.into()),
+                "BECKON_BEACONS" => self.world.beacons = Some(value.into()),
+                "BECKON_CAMPAIGNS" => self.world.campaigns = Some(value.into()),
+                "BECKON_PROFILES" => self.world.profiles = Some(value.into()),
+                _ => {}
             }
         }
         Ok(())
