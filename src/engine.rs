@@ -8,7 +8,6 @@
 //! thing shared across devices.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::sync::Arc;
 
 use serde::Deserialize;
@@ -23,6 +22,7 @@ use crate::ping::{Ping, PingKind};
 use crate::presence::{Fix, PresenceConfig, Reach, Transition};
 use crate::profile::{AttrValue, Profile, ProfileRecord};
 use crate::reload::Renumbering;
+use crate::silence::Silence;
 use crate::sphere::{LatLon, Meters};
 use crate::store::StoreIdx;
 use crate::time::Timestamp;
@@ -90,7 +90,7 @@ pub struct Engine {
     /// The ids of campaigns a reload removed, ascending: their slots follow the world's.
     retired: Vec<String>,
     /// Devices with tracks, by when they would count as silent (lazy: re-checked when popped).
-    silence: BinaryHeap<Reverse<(i64, u32)>>,
+    silence: Silence,
     /// Newest event time seen.
     watermark: Timestamp,
     hits: Hits,
@@ -125,7 +125,7 @@ impl Engine {
             cfg,
             retired: Vec::new(),
             devices: Devices::default(),
-            silence: BinaryHeap::new(),
+            silence: Silence::default(),
             watermark: Timestamp(i64::MIN),
             hits: Hits::new(),
             reach: Vec::new(),
@@ -355,7 +355,7 @@ impl Engine {
         }
         if !had_tracks && !dev.tracks.is_empty() {
             let due = silent_at(p, dev.newest);
-            self.silence.push(Reverse((due, slot.0)));
+            self.silence.push(due, slot);
         }
         self.decide(slot, out);
         if ping.ts > self.watermark {
@@ -374,19 +374,14 @@ impl Engine {
     }
 
     fn sweep(&mut self, out: &mut Output) {
-        while let Some(&Reverse((at, s))) = self.silence.peek() {
-            if at > self.watermark.0 {
-                break;
-            }
-            self.silence.pop();
-            let slot = DeviceSlot(s);
+        while let Some(slot) = self.silence.pop_due(self.watermark.0) {
             let dev = self.devices.get(slot);
             if dev.tracks.is_empty() {
                 continue;
             }
             let due = silent_at(&self.cfg.presence, dev.newest);
             if due > self.watermark.0 {
-                self.silence.push(Reverse((due, s)));
+                self.silence.push(due, slot);
                 continue;
             }
             self.transitions.clear();

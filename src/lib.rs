@@ -15,6 +15,7 @@
 //! - [`caps`]: per-device caps, cooldowns, quiet hours, campaign budgets; suppression reasons.
 //! - [`offer`]: offers and presence events (§6), deterministic ids, JSON encoding.
 //! - [`engine`]: composes the stages over a [`world::World`] and the [`device`] table; pure.
+//! - [`silence`]: devices by when they fall silent, drained in order as event time passes.
 //! - [`reload`]: a new world under a running engine: device and campaign state renumbered by
 //!   stable ids.
 //! - [`replay`]: `beckon replay`, the engine over a JSON Lines file (§7), with a summary.
@@ -75,6 +76,7 @@ pub mod reach;
 pub mod reload;
 pub mod replay;
 pub mod service;
+pub mod silence;
 pub mod sphere;
 pub mod store;
 pub mod stream;

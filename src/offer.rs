@@ -5,6 +5,7 @@
 //! trigger, event time): the same input yields the same bytes on every run and machine, so
 //! consumers can deduplicate and a replay reproduces a day exactly.
 
+use compact_str::CompactString;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -16,7 +17,8 @@ use crate::world::World;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Offer {
-    pub device_id: Box<str>,
+    /// Ids up to 24 bytes are kept inline: no allocation per offer or presence event.
+    pub device_id: CompactString,
     pub campaign: CampaignIdx,
     pub fence: FenceIdx,
     pub trigger: TriggerKind,
@@ -43,7 +45,7 @@ impl PresenceKind {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PresenceEvent {
-    pub device_id: Box<str>,
+    pub device_id: CompactString,
     pub fence: FenceIdx,
     pub event: PresenceKind,
     pub ts: Timestamp,

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use crate::beacon::{BeaconIdx, Dbm};
 use crate::fence::FenceIdx;
 use crate::reload::Renumbering;
-use crate::sphere::{LatLon, Meters};
+use crate::sphere::{LatLon, Meters, Probe};
 use crate::store::StoreIdx;
 use crate::time::Timestamp;
 use crate::world::World;
@@ -403,9 +403,9 @@ impl Tracks {
         if !fix.late {
             self.expire(fix.ts, cfg, out);
         }
-        let pt = fix.at.point();
+        let at = Probe::new(fix.at.point());
         let acc = fix.accuracy.0;
-        let edge = |f: FenceIdx| world.fences.edge_distance(f, pt).0;
+        let edge = |f: FenceIdx| world.fences.edge_distance(f, &at).0;
         let mut exited = false;
         for i in 0..self.0.len() {
             let t = &mut self.0[i];

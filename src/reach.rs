@@ -8,7 +8,7 @@ use rustc_hash::FxHashMap;
 use crate::cache::prefetch;
 use crate::fence::{FenceIdx, FenceIndex};
 use crate::presence::Reach;
-use crate::sphere::{self, LatLon, LonLatBox, Meters, EARTH_RADIUS_M};
+use crate::sphere::{self, LatLon, LonLatBox, Meters, Probe, EARTH_RADIUS_M};
 
 /// Cells of 0.01° (about 1.1 km north–south): a fix's cell holds few fences, and a fence with
 /// a 5 km reach spans at most a few hundred cells.
@@ -146,15 +146,15 @@ impl ReachIndex {
         if list.is_empty() {
             return;
         }
-        let (pt, cos_p) = (p.point(), p.lat().to_radians().cos());
+        let at = Probe::new(p.point());
         for e in list {
             let limit = e.radius + self.slack_m;
             let distance = if hits.binary_search(&e.fence).is_ok() {
                 Meters(0.0)
-            } else if lower_bound(&e.b, p, e.cos_lat.min(cos_p)) > limit {
+            } else if lower_bound(&e.b, p, e.cos_lat.min(at.cos_lat)) > limit {
                 continue;
             } else {
-                fences.edge_distance(e.fence, pt)
+                fences.edge_distance(e.fence, &at)
             };
             if distance.0 <= limit {
                 out.push(Reach {

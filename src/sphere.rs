@@ -88,17 +88,38 @@ impl Cap {
         }
     }
 
-    /// Distance from `p` to the rim, from inside or outside.
-    pub fn edge_distance(&self, p: Point<f64>) -> Meters {
-        Meters((distance(self.center, p).0 - self.radius.0).abs())
+    /// Distance from `p` to the rim, from inside or outside: geo's haversine distance to the
+    /// center, to the bit, less the radius.
+    pub fn edge_distance(&self, p: &Probe) -> Meters {
+        Meters((meters_of(self.a(p.pt, p.cos_lat)) - self.radius.0).abs())
     }
 
     pub fn contains(&self, p: Point<f64>) -> bool {
+        self.a(p, p.y().to_radians().cos()) <= self.max_a
+    }
+
+    /// Haversine's inner term from the center to `p`, whose latitude has cosine `cos_lat_p`.
+    fn a(&self, p: Point<f64>, cos_lat_p: f64) -> f64 {
         let d_lat = (p.y() - self.center.y()).to_radians();
         let d_lon = (p.x() - self.center.x()).to_radians();
-        let a = (d_lat / 2.0).sin().powi(2)
-            + self.cos_lat * p.y().to_radians().cos() * (d_lon / 2.0).sin().powi(2);
-        a <= self.max_a
+        (d_lat / 2.0).sin().powi(2) + self.cos_lat * cos_lat_p * (d_lon / 2.0).sin().powi(2)
+    }
+}
+
+/// A point many distances are measured from (a fix, against each fence near it), with the
+/// cosine of its latitude computed once rather than per fence.
+#[derive(Debug, Clone, Copy)]
+pub struct Probe {
+    pub pt: Point<f64>,
+    pub cos_lat: f64,
+}
+
+impl Probe {
+    pub fn new(pt: Point<f64>) -> Self {
+        Self {
+            pt,
+            cos_lat: pt.y().to_radians().cos(),
+        }
     }
 }
 

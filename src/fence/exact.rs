@@ -10,7 +10,7 @@ use geo::kernels::{Kernel, RobustKernel};
 use geo::{Coord, Intersects, MonotonicPolygons, Orientation, Point};
 
 use super::{Fence, FenceIdx, Shape};
-use crate::sphere::{self, Cap, Meters};
+use crate::sphere::{self, Cap, Meters, Probe};
 
 /// Marks a ring that is a polygon's exterior (the rings after it, up to the next one, are its
 /// holes).
@@ -104,12 +104,12 @@ impl ExactTests {
     /// Distance from `pt` to fence `i`'s edge on the sphere, from inside or outside. Polygons:
     /// the closest boundary point in a local equirectangular frame (lon scaled by cos(lat)),
     /// then its distance.
-    pub fn edge_distance(&self, i: FenceIdx, pt: Point<f64>) -> Meters {
+    pub fn edge_distance(&self, i: FenceIdx, at: &Probe) -> Meters {
         let rings = match &self.tests[i.get()] {
             Test::Area(rings) | Test::Prepared(_, rings) => rings,
-            Test::Circle(cap) => return cap.edge_distance(pt),
+            Test::Circle(cap) => return cap.edge_distance(at),
         };
-        let scale = pt.y().to_radians().cos().max(1e-9);
+        let (pt, scale) = (at.pt, at.cos_lat.max(1e-9));
         // Rings never cross the antimeridian (the loader refuses that), but a point can sit
         // across it from one (or from one half of a split fence): measure each ring against
         // the point's copy of longitudes nearest to it.

@@ -14,7 +14,7 @@ use std::ops::ControlFlow;
 use super::cells::{CellCache, CellScheme, Span};
 use super::exact::ExactTests;
 use super::{Fence, FenceIdx, Shape};
-use crate::sphere::{self, LatLon, LonLatBox, Meters};
+use crate::sphere::{self, LatLon, LonLatBox, Meters, Probe};
 
 pub(super) type Envelope = GeomWithData<Rectangle<[f64; 2]>, FenceIdx>;
 
@@ -254,14 +254,14 @@ impl FenceIndex {
         if self.covers(i, pt) {
             return Meters(0.0);
         }
-        self.edge_distance(i, pt)
+        self.edge_distance(i, &Probe::new(pt))
     }
 
     /// Distance from `pt` to the fence's edge on the sphere, from inside or outside: how far a
     /// fix can be off before it would fall on the other side (presence weighs it against the
     /// fix's accuracy).
-    pub fn edge_distance(&self, i: FenceIdx, pt: Point<f64>) -> Meters {
-        self.exact.edge_distance(i, pt)
+    pub fn edge_distance(&self, i: FenceIdx, at: &Probe) -> Meters {
+        self.exact.edge_distance(i, at)
     }
 }
 
