@@ -82,11 +82,7 @@ fn offers_through_a_real_broker_equal_replay_and_bad_input_is_dead_lettered() {
     let bootstrap = broker.bootstrap();
     let topics = beckon::config::Topics::default();
     broker.create_topics(&topics);
-    produce(
-        &bootstrap,
-        topics.profiles.as_ref().unwrap(),
-        &keyed_lines(&g.profiles),
-    );
+    produce_profiles(&bootstrap, &topics, &g.profiles);
     let mut pings = keyed_lines(&g.pings);
     let corpus = bad_input();
     for (i, (_, bytes)) in corpus.iter().enumerate() {
@@ -142,11 +138,7 @@ fn sigterm_mid_stream_loses_nothing_across_a_restart() {
     let bootstrap = broker.bootstrap();
     let topics = beckon::config::Topics::default();
     broker.create_topics(&topics);
-    produce(
-        &bootstrap,
-        topics.profiles.as_ref().unwrap(),
-        &keyed_lines(&g.profiles),
-    );
+    produce_profiles(&bootstrap, &topics, &g.profiles);
     let pings = keyed_lines(&g.pings);
     let total = pings.len() as u64;
     // Still producing when the engine is stopped: it stops mid-stream.
@@ -159,13 +151,7 @@ fn sigterm_mid_stream_loses_nothing_across_a_restart() {
     );
 
     let first = beckon_run(dir.path(), &bootstrap, "beckon-sigterm", &g);
-    loop {
-        let c = committed(&bootstrap, "beckon-sigterm", &topics.pings);
-        if c.iter().any(Option::is_some) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_a_commit(&bootstrap, "beckon-sigterm", &topics.pings);
     let t1 = first.terminate();
     let decided1 = t1["pings"].as_u64().unwrap();
     let c1 = committed(&bootstrap, "beckon-sigterm", &topics.pings);

@@ -63,11 +63,7 @@ fn offers_over_kafka_equal_replay_and_bad_input_is_dead_lettered() {
     let cfg = run_config(&bootstrap, "beckon-test", &g.files);
     let topics = &cfg.kafka.topics;
     broker.create_topics(topics);
-    produce(
-        &bootstrap,
-        topics.profiles.as_ref().unwrap(),
-        &keyed_lines(&g.profiles),
-    );
+    produce_profiles(&bootstrap, topics, &g.profiles);
     let mut pings = keyed_lines(&g.pings);
     let corpus = bad_input();
     // The bad input sits in the middle of the stream: the engine must keep going after it.
@@ -184,11 +180,7 @@ fn a_stop_mid_stream_commits_exactly_what_was_decided_and_a_restart_resumes_ther
         .insert("session.timeout.ms".into(), "6000".into());
     let topics = cfg.kafka.topics.clone();
     broker.create_topics(&topics);
-    produce(
-        &bootstrap,
-        topics.profiles.as_ref().unwrap(),
-        &keyed_lines(&g.profiles),
-    );
+    produce_profiles(&bootstrap, &topics, &g.profiles);
     let pings = keyed_lines(&g.pings);
     let total = pings.len() as u64;
     // Still producing when the engine is stopped: it stops mid-stream.
@@ -202,13 +194,7 @@ fn a_stop_mid_stream_commits_exactly_what_was_decided_and_a_restart_resumes_ther
 
     let first = start(&cfg);
     // Stop as soon as something was committed, i.e. mid-stream.
-    loop {
-        let c = committed(&bootstrap, "beckon-restart", &topics.pings);
-        if c.iter().any(Option::is_some) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_a_commit(&bootstrap, "beckon-restart", &topics.pings);
     let t1 = first.stop();
     let c1 = records_below(
         &bootstrap,
@@ -257,11 +243,7 @@ fn campaign_files_reload_without_a_restart_and_a_bad_file_is_refused() {
     let cfg = run_config(&bootstrap, "beckon-reload", &world);
     let topics = &cfg.kafka.topics;
     broker.create_topics(topics);
-    produce(
-        &bootstrap,
-        topics.profiles.as_ref().unwrap(),
-        &keyed_lines(&fixtures.join("profiles.jsonl")),
-    );
+    produce_profiles(&bootstrap, topics, &fixtures.join("profiles.jsonl"));
     let pings = keyed_lines(&fixtures.join("pings.jsonl"));
     // The Hangzhou visitor, whose welcome offer needs the campaign the reload adds, comes last.
     let split = pings.iter().position(|(k, _)| k == b"d-000106").unwrap();

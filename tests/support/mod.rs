@@ -226,6 +226,24 @@ pub fn produce(bootstrap: &str, topic: &str, records: &[(Vec<u8>, Option<Vec<u8>
     producer.flush(Duration::from_secs(60)).unwrap();
 }
 
+/// The profiles of a JSON Lines file onto the profiles topic, keyed by device.
+pub fn produce_profiles(bootstrap: &str, topics: &Topics, profiles: &Path) {
+    let topic = topics.profiles.as_ref().expect("a profiles topic");
+    produce(bootstrap, topic, &keyed_lines(profiles));
+}
+
+/// Waits until the group has committed anything at all: the engine is mid-stream.
+pub fn wait_for_a_commit(bootstrap: &str, group: &str, topic: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while committed(bootstrap, group, topic)
+        .iter()
+        .all(Option::is_none)
+    {
+        assert!(Instant::now() < deadline, "group {group} never committed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Produces `records` from a thread, `chunk` at a time with a pause between: a stream still
 /// flowing while a test stops and restarts the engine.
 pub fn produce_paced(
