@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use crate::engine::EngineConfig;
@@ -256,33 +257,13 @@ impl RunConfig {
         flags: &Overrides,
     ) -> Result<Self, ConfigError> {
         let mut cfg = match file {
-            Some(path) => Self::read(path)?,
+            Some(path) => read_file(path)?,
             None => Self::default(),
         };
         cfg.apply_env(env)?;
         cfg.apply(flags);
         cfg.validate()?;
         Ok(cfg)
-    }
-
-    fn read(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        let yaml = matches!(
-            path.extension().and_then(|e| e.to_str()),
-            Some("yaml" | "yml")
-        );
-        let parsed = if yaml {
-            serde_yaml_ng::from_str(&text).map_err(|e| e.to_string())
-        } else {
-            serde_json::from_str(&text).map_err(|e| e.to_string())
-        };
-        parsed.map_err(|reason| ConfigError::Parse {
-            path: path.to_owned(),
-            reason,
-        })
     }
 
     fn apply_env(
@@ -426,6 +407,28 @@ impl RunConfig {
         }
         Ok(())
     }
+}
+
+/// A config file as `T`: YAML if it ends in `.yaml` or `.yml`, JSON otherwise (`beckon run
+/// --config` and `beckon replay --config` read theirs the same way).
+pub fn read_file<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let yaml = matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("yaml" | "yml")
+    );
+    let parsed = if yaml {
+        serde_yaml_ng::from_str(&text).map_err(|e| e.to_string())
+    } else {
+        serde_json::from_str(&text).map_err(|e| e.to_string())
+    };
+    parsed.map_err(|reason| ConfigError::Parse {
+        path: path.to_owned(),
+        reason,
+    })
 }
 
 pub fn parse_log_format(s: &str) -> Result<LogFormat, String> {

@@ -267,22 +267,6 @@ fn warn_skipped(path: &Path, skipped: &[FenceError]) {
     }
 }
 
-/// Engine tuning from a JSON or YAML file.
-fn load_config(path: &Path) -> Result<EngineConfig> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading config {}", path.display()))?;
-    let yaml = matches!(
-        path.extension().and_then(|e| e.to_str()),
-        Some("yaml" | "yml")
-    );
-    let cfg = if yaml {
-        serde_yaml_ng::from_str(&text).map_err(anyhow::Error::from)
-    } else {
-        serde_json::from_str(&text).map_err(anyhow::Error::from)
-    };
-    cfg.with_context(|| format!("invalid config {}", path.display()))
-}
-
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Match { fences, pings } => {
@@ -361,7 +345,7 @@ fn main() -> Result<()> {
             close_at_end,
         } => {
             let cfg: EngineConfig = match &config {
-                Some(path) => load_config(path)?,
+                Some(path) => beckon::config::read_file::<EngineConfig>(path)?,
                 None => EngineConfig::default(),
             };
             if let Err(e) = cfg.presence.validate() {
