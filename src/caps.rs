@@ -199,19 +199,48 @@ impl Ledger {
     }
 }
 
-/// Campaign budgets: offers so far, in total and per day in the budget's zone.
-#[derive(Debug, Clone, Default)]
+/// Which part of every campaign budget one engine may spend: budgets are shared by all devices,
+/// and devices are split over Kafka partitions, one engine each. Partition `index` of `count`
+/// gets `budget / count`, plus one of the remainder if `index < budget % count`, so the shares
+/// add up to the budget exactly and no engine needs to hear from another (README,
+/// "Scale-out").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Share {
+    pub index: u32,
+    pub count: u32,
+}
+
+impl Share {
+    /// The whole budget: one engine sees every device (`beckon replay` without partitions).
+    pub const WHOLE: Share = Share { index: 0, count: 1 };
+
+    /// This share of `budget`.
+    pub fn of(self, budget: u64) -> u64 {
+        let count = u64::from(self.count.max(1));
+        budget / count + u64::from(u64::from(self.index) < budget % count)
+    }
+}
+
+/// Campaign budgets: offers so far, in total and per day in the budget's zone, against this
+/// engine's share of each.
+#[derive(Debug, Clone)]
 pub struct Budgets {
+    share: Share,
     total: Vec<u64>,
     daily: FxHashMap<(CampaignIdx, LocalDay), u32>,
 }
 
 impl Budgets {
-    pub fn new(campaigns: usize) -> Self {
+    pub fn new(campaigns: usize, share: Share) -> Self {
         Self {
+            share,
             total: vec![0; campaigns],
             daily: FxHashMap::default(),
         }
+    }
+
+    pub fn share(&self) -> Share {
+        self.share
     }
 
     pub fn spent(&self, c: CampaignIdx) -> u64 {
@@ -234,11 +263,11 @@ impl Budgets {
     pub fn check(&self, ci: CampaignIdx, c: &Campaign, at: Timestamp) -> Result<(), Suppression> {
         if let Some(daily) = c.budget.daily {
             let spent = self.daily.get(&(ci, Self::day(c, at))).copied();
-            if spent.unwrap_or(0) >= daily {
+            if u64::from(spent.unwrap_or(0)) >= self.share.of(u64::from(daily)) {
                 return Err(Suppression::DailyBudget);
             }
         }
-        if c.budget.total.is_some_and(|t| self.total[ci.get()] >= t) {
+        if (c.budget.total).is_some_and(|t| self.total[ci.get()] >= self.share.of(t)) {
             return Err(Suppression::TotalBudget);
         }
         Ok(())
@@ -262,6 +291,18 @@ pub fn local_day(zone: &Zone, at: Timestamp) -> (Timestamp, Timestamp) {
 mod tests {
     use super::*;
     use crate::campaign::parse_campaigns;
+
+    #[test]
+    fn budget_shares_add_up_to_the_budget_and_differ_by_at_most_one() {
+        for count in 1..=12u32 {
+            for budget in [0u64, 1, 5, 11, 12, 13, 1000, 1001] {
+                let shares: Vec<u64> = (0..count).map(|index| Share { index, count }.of(budget)).collect();
+                assert_eq!(shares.iter().sum::<u64>(), budget, "{budget} over {count}");
+                let (lo, hi) = (shares.iter().min().unwrap(), shares.iter().max().unwrap());
+                assert!(hi - lo <= 1, "{budget} over {count}: {shares:?}");
+            }
+        }
+    }
 
     #[test]
     fn window_caps_hold_whatever_order_offers_are_decided_in() {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use crate::campaign::{CampaignIdx, Trigger, TriggerKind};
-use crate::caps::{self, Budgets, CapsConfig, LocalTimeOf, Suppression};
+use crate::caps::{self, Budgets, CapsConfig, LocalTimeOf, Share, Suppression};
 use crate::device::{DeviceSlot, Devices};
 use crate::fence::{self, FenceIdx, Hits};
 use crate::local_time::Zone;
@@ -112,10 +112,17 @@ struct BatchScratch {
 }
 
 impl Engine {
+    /// An engine over the whole budget of every campaign.
     pub fn new(world: Arc<World>, cfg: EngineConfig) -> Self {
+        Self::with_share(world, cfg, Share::WHOLE)
+    }
+
+    /// An engine for one Kafka partition of devices, spending that partition's `share` of each
+    /// campaign budget.
+    pub fn with_share(world: Arc<World>, cfg: EngineConfig, share: Share) -> Self {
         let n = world.campaigns.len();
         Self {
-            budgets: Budgets::new(n),
+            budgets: Budgets::new(n, share),
             stats: Stats {
                 offers: vec![0; n],
                 suppressed: vec![[0; Suppression::ALL.len()]; n],
