@@ -128,6 +128,16 @@ pub struct Ledger(Vec<Issued>);
 const DAY_MS: i64 = 86_400_000;
 
 impl Ledger {
+    pub fn iter(&self) -> impl Iterator<Item = &Issued> {
+        self.0.iter()
+    }
+
+    /// A ledger restored from the changelog, in its order.
+    pub(crate) fn restored(mut issued: Vec<Issued>) -> Self {
+        issued.shrink_to_fit();
+        Self(issued)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -243,8 +253,31 @@ impl Budgets {
         self.share
     }
 
+    /// Campaign slots: the world's campaigns, then retired ones.
+    pub fn slots(&self) -> usize {
+        self.total.len()
+    }
+
     pub fn spent(&self, c: CampaignIdx) -> u64 {
         self.total[c.get()]
+    }
+
+    /// What campaign slot `c` spent per day, by day.
+    pub fn daily_spent(&self, c: CampaignIdx) -> Vec<(LocalDay, u32)> {
+        let mut days: Vec<_> = (self.daily.iter())
+            .filter(|((ci, _), _)| *ci == c)
+            .map(|(&(_, day), &n)| (day, n))
+            .collect();
+        days.sort_unstable_by_key(|&(d, _)| d.0);
+        days
+    }
+
+    /// Sets what campaign slot `c` spent (a restore from the changelog).
+    pub(crate) fn restore(&mut self, c: CampaignIdx, total: u64, daily: &[(LocalDay, u32)]) {
+        self.total[c.get()] = total;
+        for &(day, n) in daily {
+            self.daily.insert((c, day), n);
+        }
     }
 
     /// Moves what each campaign spent to its new slot (see `Engine::replace_world`).
@@ -296,7 +329,9 @@ mod tests {
     fn budget_shares_add_up_to_the_budget_and_differ_by_at_most_one() {
         for count in 1..=12u32 {
             for budget in [0u64, 1, 5, 11, 12, 13, 1000, 1001] {
-                let shares: Vec<u64> = (0..count).map(|index| Share { index, count }.of(budget)).collect();
+                let shares: Vec<u64> = (0..count)
+                    .map(|index| Share { index, count }.of(budget))
+                    .collect();
                 assert_eq!(shares.iter().sum::<u64>(), budget, "{budget} over {count}");
                 let (lo, hi) = (shares.iter().min().unwrap(), shares.iter().max().unwrap());
                 assert!(hi - lo <= 1, "{budget} over {count}: {shares:?}");

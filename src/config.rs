@@ -399,11 +399,8 @@ impl RunConfig {
         if p.prefetch_kbytes == 0 {
             return invalid("pipeline.prefetch_kbytes", "must be positive");
         }
-        if let Err(reason) = self.engine.presence.validate() {
-            return Err(ConfigError::Invalid {
-                setting: "engine.presence",
-                reason,
-            });
+        if let Err((setting, reason)) = self.engine.validate() {
+            return Err(ConfigError::Invalid { setting, reason });
         }
         Ok(())
     }

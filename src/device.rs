@@ -28,6 +28,10 @@ pub struct Device {
     id: Id,
     /// Newest event time applied: older pings cannot rewind the state.
     pub newest: Timestamp,
+    /// When the device first pinged, as a count of devices before it (from 1; 0: it has not
+    /// pinged, only its profile is known). It orders devices falling silent at the same
+    /// instant: unlike the slot, it survives a restore from the changelog (`crate::changelog`).
+    pub seq: u64,
     pub profile: Option<Box<Profile>>,
     pub tracks: Tracks,
     pub ledger: Ledger,
@@ -43,6 +47,15 @@ struct Id {
 }
 
 impl Id {
+    /// A removed device's slot.
+    const FREE: Id = Id {
+        len: u16::MAX,
+        bytes: [0; INLINE],
+    };
+
+    fn is_free(&self) -> bool {
+        self.len == u16::MAX
+    }
     fn new(id: &str, arena: &mut Vec<u8>) -> Self {
         let mut bytes = [0; INLINE];
         if id.len() <= INLINE {
@@ -77,15 +90,47 @@ pub struct Devices {
     hasher: foldhash::fast::RandomState,
     ids: Vec<u8>,
     slots: Vec<Device>,
+    /// Slots of removed devices, reused before the table grows.
+    free: Vec<u32>,
+    /// The next [`Device::seq`].
+    next_seq: u64,
 }
 
 impl Devices {
     pub fn len(&self) -> usize {
-        self.slots.len()
+        self.slots.len() - self.free.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
+        self.len() == 0
+    }
+
+    /// Every slot ever used: removed devices' slots are in range too, with nothing in them.
+    pub fn slot_range(&self) -> impl Iterator<Item = DeviceSlot> {
+        (0..self.slots.len() as u32).map(DeviceSlot)
+    }
+
+    /// The live devices' slots.
+    pub fn live(&self) -> impl Iterator<Item = DeviceSlot> + '_ {
+        self.slot_range().filter(|&s| !self.get(s).id.is_free())
+    }
+
+    /// The [`Device::seq`] the next device to ping gets.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq.max(1)
+    }
+
+    pub fn set_next_seq(&mut self, seq: u64) {
+        self.next_seq = seq;
+    }
+
+    /// Numbers the device as the next to have pinged, if it has not yet.
+    pub fn mark_pinged(&mut self, s: DeviceSlot) {
+        if self.slots[s.0 as usize].seq == 0 {
+            let seq = self.next_seq();
+            self.slots[s.0 as usize].seq = seq;
+            self.next_seq = seq + 1;
+        }
     }
 
     /// The hash [`Devices::find_hashed`], [`Devices::slot_hashed`] and the prefetches take.
@@ -161,23 +206,88 @@ impl Devices {
         if let Some(s) = self.find_hashed(id, hash) {
             return s;
         }
-        if (self.slots.len() + 1) * 2 > self.index.len() {
+        if (self.len() + 1) * 2 > self.index.len() {
             self.grow();
         }
-        if self.slots.len() == self.slots.capacity() {
-            self.slots.reserve(self.slots.len().max(16));
-            huge_pages(self.slots.as_ptr(), self.slots.capacity());
-        }
-        let s = self.slots.len() as u32;
-        self.slots.push(Device {
+        let device = Device {
             id: Id::new(id, &mut self.ids),
             newest: Timestamp(i64::MIN),
+            seq: 0,
             profile: None,
             tracks: Tracks::default(),
             ledger: Ledger::default(),
-        });
+        };
+        let s = match self.free.pop() {
+            Some(s) => {
+                self.slots[s as usize] = device;
+                s
+            }
+            None => {
+                if self.slots.len() == self.slots.capacity() {
+                    self.slots.reserve(self.slots.len().max(16));
+                    huge_pages(self.slots.as_ptr(), self.slots.capacity());
+                }
+                self.slots.push(device);
+                self.slots.len() as u32 - 1
+            }
+        };
         self.place(hash, s);
         DeviceSlot(s)
+    }
+
+    /// Forgets what a device did (presence, offers, seq); a device with a profile keeps it and
+    /// its slot, one without is removed.
+    pub fn forget(&mut self, s: DeviceSlot) {
+        let dev = &mut self.slots[s.0 as usize];
+        if dev.profile.is_some() {
+            dev.newest = Timestamp(i64::MIN);
+            dev.seq = 0;
+            dev.tracks = Tracks::default();
+            dev.ledger = Ledger::default();
+        } else {
+            self.remove(s);
+        }
+    }
+
+    /// Removes a device: its slot is reused by the next new one. A long id's bytes stay in the
+    /// arena (ids over 38 bytes are rare; expiry is per days).
+    fn remove(&mut self, s: DeviceSlot) {
+        let hash = self.hasher.hash_one(self.id_of(s.0));
+        let mask = self.index.len() - 1;
+        let mut i = self.home(hash);
+        while self.index[i] as u32 != s.0 + 1 {
+            i = (i + 1) & mask;
+        }
+        // Backward-shift deletion: pull later words of the probe run into the hole whenever
+        // their home does not lie cyclically in (hole, word], so every probe still finds them.
+        let mut j = i;
+        loop {
+            j = (j + 1) & mask;
+            let w = self.index[j];
+            if w == 0 {
+                break;
+            }
+            let home = self.home(self.hasher.hash_one(self.id_of((w as u32) - 1)));
+            let stays = if i <= j {
+                i < home && home <= j
+            } else {
+                i < home || home <= j
+            };
+            if !stays {
+                self.index[i] = w;
+                i = j;
+            }
+        }
+        self.index[i] = 0;
+        self.slots[s.0 as usize] = Device {
+            id: Id::FREE,
+            newest: Timestamp(i64::MIN),
+            seq: 0,
+            profile: None,
+            tracks: Tracks::default(),
+            ledger: Ledger::default(),
+        };
+        self.free.push(s.0);
     }
 
     fn place(&mut self, hash: u64, s: u32) {
@@ -194,8 +304,10 @@ impl Devices {
         self.index = vec![0; (self.index.len() * 2).max(16)];
         huge_pages(self.index.as_ptr(), self.index.len());
         for s in 0..self.slots.len() as u32 {
-            let hash = self.hasher.hash_one(self.id_of(s));
-            self.place(hash, s);
+            if !self.slots[s as usize].id.is_free() {
+                let hash = self.hasher.hash_one(self.id_of(s));
+                self.place(hash, s);
+            }
         }
     }
 
@@ -224,6 +336,32 @@ fn id_bytes<'a>(ids: &'a [u8], d: &'a Device) -> &'a [u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Adding and forgetting in any order: every device still there is found in its own
+        /// slot, every one forgotten is gone, and slots are reused.
+        #[test]
+        fn forgetting_devices_keeps_the_rest_findable(ops in prop::collection::vec((0u8..40, any::<bool>()), 1..300)) {
+            let mut devices = Devices::default();
+            let mut live = std::collections::HashMap::new();
+            for (n, add) in ops {
+                let id = format!("d-{n}");
+                if add {
+                    let s = devices.slot(&id);
+                    prop_assert_eq!(*live.entry(id.clone()).or_insert(s), s);
+                } else if let Some(s) = live.remove(&id) {
+                    devices.forget(s);
+                }
+                prop_assert_eq!(devices.len(), live.len());
+                for n in 0..40u8 {
+                    let id = format!("d-{n}");
+                    prop_assert_eq!(devices.find(&id), live.get(&id).copied());
+                }
+            }
+            prop_assert!(devices.slot_range().count() <= 40);
+        }
+    }
 
     #[test]
     fn ids_of_any_allowed_length_find_their_own_slot() {

@@ -12,8 +12,11 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
+use compact_str::CompactString;
+
 use crate::campaign::{CampaignIdx, Trigger, TriggerKind};
 use crate::caps::{self, Budgets, CapsConfig, LocalTimeOf, Share, Suppression};
+use crate::changelog::{self, CorruptRecord, PartitionState, Records};
 use crate::device::{DeviceSlot, Devices};
 use crate::fence::{self, FenceIdx, Hits};
 use crate::local_time::Zone;
@@ -28,12 +31,49 @@ use crate::store::StoreIdx;
 use crate::time::Timestamp;
 use crate::world::World;
 
-/// The core's tuning: `presence` and `caps` sections of the config file.
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+/// The core's tuning: the `engine` section of the config file.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EngineConfig {
     pub presence: PresenceConfig,
     pub caps: CapsConfig,
+    /// A device not heard from for this many days of event time (behind the newest ping of its
+    /// partition) is forgotten: its presence and offer history go, its profile stays. It keeps
+    /// state bounded; caps cannot look further back than this.
+    pub retention_days: u32,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            presence: PresenceConfig::default(),
+            caps: CapsConfig::default(),
+            retention_days: 30,
+        }
+    }
+}
+
+impl EngineConfig {
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        self.presence
+            .validate()
+            .map_err(|e| ("engine.presence", e))?;
+        let silent_s = u64::from(self.presence.silence_s) + u64::from(self.presence.max_lateness_s);
+        if u64::from(self.retention_days) * 86_400 <= silent_s {
+            return Err((
+                "engine.retention_days",
+                format!(
+                    "must be > presence.silence_s + presence.max_lateness_s ({silent_s} s), got {} days",
+                    self.retention_days
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn retention_ms(&self) -> i64 {
+        i64::from(self.retention_days) * 86_400_000
+    }
 }
 
 /// Counters for metrics and the replay report.
@@ -91,6 +131,12 @@ pub struct Engine {
     retired: Vec<String>,
     /// Devices with tracks, by when they would count as silent (lazy: re-checked when popped).
     silence: Silence,
+    /// Devices that have pinged, by when they would be forgotten (lazy likewise).
+    idle: Silence,
+    /// What changed since the last [`Engine::take_changes`], when the caller keeps a changelog.
+    changes: Option<Changes>,
+    /// The pings offset the last restored partition record names.
+    restored: Option<i64>,
     /// Newest event time seen.
     watermark: Timestamp,
     hits: Hits,
@@ -98,6 +144,22 @@ pub struct Engine {
     transitions: Vec<Transition>,
     candidates: Vec<Candidate>,
     batch: BatchScratch,
+}
+
+/// Devices changed and forgotten since the last [`Engine::take_changes`].
+#[derive(Default)]
+struct Changes {
+    /// `(slot, seq)`: a slot whose device is forgotten and reused meanwhile holds another seq.
+    touched: Vec<(DeviceSlot, u64)>,
+    forgotten: Vec<CompactString>,
+}
+
+impl Changes {
+    fn touch(&mut self, slot: DeviceSlot, seq: u64) {
+        if self.touched.last() != Some(&(slot, seq)) {
+            self.touched.push((slot, seq));
+        }
+    }
 }
 
 /// [`Engine::on_batch`]'s buffers, reused from batch to batch.
@@ -133,6 +195,9 @@ impl Engine {
             retired: Vec::new(),
             devices: Devices::default(),
             silence: Silence::default(),
+            idle: Silence::default(),
+            changes: None,
+            restored: None,
             watermark: Timestamp(i64::MIN),
             hits: Hits::new(),
             reach: Vec::new(),
@@ -183,12 +248,14 @@ impl Engine {
     pub fn replace_world(&mut self, world: Arc<World>, out: &mut Output) -> Arc<World> {
         let map = Renumbering::new(&self.world, &self.retired, &world);
         let mut ended = std::mem::take(&mut self.transitions);
-        for s in 0..self.devices.len() as u32 {
-            let slot = DeviceSlot(s);
+        for slot in self.devices.slot_range() {
             let dev = self.devices.get_mut(slot);
             dev.ledger.renumber(&map.campaigns);
             ended.clear();
             dev.tracks.renumber(&map, &world, &mut ended);
+            if let (false, Some(changes)) = (ended.is_empty(), &mut self.changes) {
+                changes.touch(slot, dev.seq);
+            }
             for &t in &ended {
                 if let Transition::Exit {
                     fence, ts, since, ..
@@ -213,6 +280,140 @@ impl Engine {
         self.stats.suppressed = map.campaigns.carry(&self.stats.suppressed);
         self.retired = map.campaigns.into_retired();
         std::mem::replace(&mut self.world, world)
+    }
+
+    /// From now on, remember what changes for [`Engine::take_changes`] (the streaming engine's
+    /// changelog; replay and the benches do not pay for it).
+    pub fn keep_changes(&mut self) {
+        self.changes.get_or_insert_with(Changes::default);
+    }
+
+    /// The changelog records of what changed since the last call — forgotten devices, then
+    /// every device a ping or the silence sweep changed — and last the partition's own record,
+    /// with `next_offset`, the pings offset after the input these changes reflect.
+    pub fn take_changes(&mut self, next_offset: i64, records: &mut Records) {
+        let Some(changes) = &mut self.changes else {
+            return;
+        };
+        for id in changes.forgotten.drain(..) {
+            records.tombstone(id.as_bytes());
+        }
+        changes.touched.sort_unstable();
+        changes.touched.dedup();
+        for &(slot, seq) in &changes.touched {
+            let dev = self.devices.get(slot);
+            if dev.seq == seq {
+                let id = self.devices.id(slot);
+                records.device(id, dev, &self.world, &self.retired);
+            }
+        }
+        changes.touched.clear();
+        records.partition(&self.partition_state(next_offset));
+    }
+
+    fn partition_state(&self, next_offset: i64) -> PartitionState {
+        let budgets = (0..self.budgets.slots())
+            .map(|c| {
+                let c = CampaignIdx(c as u32);
+                let id = changelog::campaign_id(&self.world, &self.retired, c);
+                (
+                    id.to_owned(),
+                    self.budgets.spent(c),
+                    self.budgets.daily_spent(c),
+                )
+            })
+            .filter(|(_, total, daily)| *total > 0 || !daily.is_empty())
+            .collect();
+        PartitionState {
+            next_offset,
+            watermark: self.watermark,
+            next_seq: self.devices.next_seq(),
+            budgets,
+        }
+    }
+
+    /// Applies one changelog record, in log order (restoring a partition; see
+    /// [`crate::changelog`]).
+    pub fn restore_record(
+        &mut self,
+        key: &[u8],
+        value: Option<&[u8]>,
+    ) -> Result<(), CorruptRecord> {
+        if changelog::is_partition(key) {
+            let Some(value) = value else {
+                return Ok(());
+            };
+            let p = changelog::decode_partition(value)?;
+            self.watermark = p.watermark;
+            self.devices.set_next_seq(p.next_seq);
+            self.budgets = Budgets::new(self.budgets.slots(), self.budgets.share());
+            for (id, total, daily) in &p.budgets {
+                if let Some(c) = changelog::campaign(&self.world, id.as_bytes()) {
+                    self.budgets.restore(c, *total, daily);
+                }
+            }
+            self.restored = Some(p.next_offset);
+            return Ok(());
+        }
+        let id = String::from_utf8_lossy(key);
+        match value {
+            None => {
+                if let Some(slot) = self.devices.find(&id) {
+                    self.devices.forget(slot);
+                }
+            }
+            Some(value) => {
+                let state = changelog::decode_device(key, value, &self.world)?;
+                let slot = self.devices.slot(&id);
+                let dev = self.devices.get_mut(slot);
+                (dev.seq, dev.newest) = (state.seq, state.newest);
+                (dev.tracks, dev.ledger) = (state.tracks, state.ledger);
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends a restore: queues the restored devices for the silence and idle sweeps and returns
+    /// the pings offset to go on from (`None`: the changelog had no partition record).
+    pub fn finish_restore(&mut self) -> Option<i64> {
+        let retention = self.cfg.retention_ms();
+        for slot in self.devices.live().collect::<Vec<_>>() {
+            let dev = self.devices.get(slot);
+            if dev.seq == 0 {
+                continue;
+            }
+            self.idle.push(dev.newest.0 + retention, dev.seq, slot);
+            if !dev.tracks.is_empty() {
+                let due = silent_at(&self.cfg.presence, dev.newest);
+                self.silence.push(due, dev.seq, slot);
+            }
+        }
+        self.restored.take()
+    }
+
+    /// Records setting the devices named by `keys` back to this engine's state (a device it
+    /// does not know: a tombstone), then the partition record with `next_offset`: written over
+    /// a torn batch before anything else, they make the log agree with the restored state.
+    pub fn repair<'k>(
+        &self,
+        keys: impl Iterator<Item = &'k [u8]>,
+        next_offset: i64,
+        records: &mut Records,
+    ) {
+        for key in keys.filter(|k| !changelog::is_partition(k)) {
+            let id = String::from_utf8_lossy(key);
+            match self
+                .devices
+                .find(&id)
+                .filter(|&s| self.devices.get(s).seq != 0)
+            {
+                Some(slot) => {
+                    records.device(&id, self.devices.get(slot), &self.world, &self.retired)
+                }
+                None => records.tombstone(key),
+            }
+        }
+        records.partition(&self.partition_state(next_offset));
     }
 
     /// A profile update (CONTRACTS §5); it applies from the device's next ping on.
@@ -304,6 +505,17 @@ impl Engine {
             self.stats.too_late[usize::from(matches!(ping.kind, PingKind::Beacon { .. }))] += 1;
             return;
         }
+        if dev.seq == 0 {
+            self.devices.mark_pinged(slot);
+            let dev = self.devices.get(slot);
+            self.idle
+                .push(ping.ts.0 + self.cfg.retention_ms(), dev.seq, slot);
+        }
+        if let Some(changes) = &mut self.changes {
+            changes.touch(slot, self.devices.get(slot).seq);
+        }
+        let p = &self.cfg.presence;
+        let dev = self.devices.get_mut(slot);
         // Saturating: a new device's `newest` is `i64::MIN`.
         if !late && ping.ts.0.saturating_sub(dev.newest.0) >= i64::from(p.silence_s) * 1000 {
             // The device fell silent: its visits ended before this ping can begin new ones.
@@ -361,8 +573,7 @@ impl Engine {
             }
         }
         if !had_tracks && !dev.tracks.is_empty() {
-            let due = silent_at(p, dev.newest);
-            self.silence.push(due, slot);
+            self.silence.push(silent_at(p, dev.newest), dev.seq, slot);
         }
         self.decide(slot, out);
         if ping.ts > self.watermark {
@@ -380,16 +591,24 @@ impl Engine {
         }
     }
 
+    /// Exits the devices fallen silent by the watermark, then forgets those idle past
+    /// retention.
     fn sweep(&mut self, out: &mut Output) {
-        while let Some(slot) = self.silence.pop_due(self.watermark.0) {
+        while let Some((due, seq, slot)) = self.silence.pop_due(self.watermark.0) {
             let dev = self.devices.get(slot);
-            if dev.tracks.is_empty() {
+            if dev.seq != seq || dev.tracks.is_empty() {
                 continue;
             }
-            let due = silent_at(&self.cfg.presence, dev.newest);
-            if due > self.watermark.0 {
-                self.silence.push(due, slot);
+            // A device heard from since it was queued is filed again at its real time, even
+            // when that has come too: devices exit in (time, seq) order, as a queue rebuilt
+            // from a restored state would have them.
+            let real = silent_at(&self.cfg.presence, dev.newest);
+            if real != due {
+                self.silence.push(real, seq, slot);
                 continue;
+            }
+            if let Some(changes) = &mut self.changes {
+                changes.touch(slot, seq);
             }
             self.transitions.clear();
             self.devices
@@ -397,6 +616,22 @@ impl Engine {
                 .tracks
                 .close_all(&mut self.transitions);
             self.decide(slot, out);
+        }
+        let retention = self.cfg.retention_ms();
+        while let Some((due, seq, slot)) = self.idle.pop_due(self.watermark.0) {
+            let dev = self.devices.get(slot);
+            if dev.seq != seq {
+                continue;
+            }
+            let real = dev.newest.0 + retention;
+            if real != due {
+                self.idle.push(real, seq, slot);
+                continue;
+            }
+            if let Some(changes) = &mut self.changes {
+                changes.forgotten.push(self.devices.id(slot).into());
+            }
+            self.devices.forget(slot);
         }
     }
 

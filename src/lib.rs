@@ -16,6 +16,7 @@
 //! - [`offer`]: offers and presence events (§6), deterministic ids, JSON encoding.
 //! - [`engine`]: composes the stages over a [`world::World`] and the [`device`] table; pure.
 //! - [`silence`]: devices by when they fall silent, drained in order as event time passes.
+//! - [`changelog`]: a partition's engine state as compacted-topic records, and back (restore).
 //! - [`reload`]: a new world under a running engine: device and campaign state renumbered by
 //!   stable ids.
 //! - [`replay`]: `beckon replay`, the engine over a JSON Lines file (§7), with a summary.
@@ -56,6 +57,7 @@ pub mod beacon;
 pub mod cache;
 pub mod campaign;
 pub mod caps;
+pub mod changelog;
 pub mod config;
 pub mod demo;
 pub mod device;

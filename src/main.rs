@@ -348,8 +348,8 @@ fn main() -> Result<()> {
                 Some(path) => beckon::config::read_file::<EngineConfig>(path)?,
                 None => EngineConfig::default(),
             };
-            if let Err(e) = cfg.presence.validate() {
-                bail!("invalid engine config: {e}");
+            if let Err((setting, e)) = cfg.validate() {
+                bail!("invalid engine config: {setting}: {e}");
             }
             let files = WorldFiles {
                 fences: fences.file(),

@@ -180,12 +180,12 @@ pub enum Subject {
 pub struct Track {
     subject: u32,
     store: StoreIdx,
-    since: Timestamp,
-    last: Timestamp,
-    aux: i64,
-    samples: [i8; 3],
-    n: u8,
-    flags: u8,
+    pub(crate) since: Timestamp,
+    pub(crate) last: Timestamp,
+    pub(crate) aux: i64,
+    pub(crate) samples: [i8; 3],
+    pub(crate) n: u8,
+    pub(crate) flags: u8,
 }
 
 impl Track {
@@ -200,6 +200,21 @@ impl Track {
             n: 0,
             flags: 0,
         }
+    }
+
+    /// A track as restored from the changelog: `subject`'s store is looked up in `world`.
+    pub(crate) fn restored(subject: Subject, world: &World, mut rest: Track) -> Self {
+        (rest.subject, rest.store) = match subject {
+            Subject::Fence(f) => (FENCE | f.0, world.stores.of_fence(f)),
+            Subject::Near(f) => (NEAR | f.0, world.stores.of_fence(f)),
+            Subject::Beacon(b) => (BEACON | b.0, world.stores.of_beacon(b)),
+        };
+        rest
+    }
+
+    /// The state besides the subject, for [`Track::restored`].
+    pub(crate) fn blank() -> Self {
+        Self::new(0, StoreIdx(0), NEVER)
     }
 
     pub fn subject(&self) -> Subject {
@@ -262,6 +277,16 @@ impl Tracks {
         if let Some(t) = self.0.first() {
             crate::cache::prefetch(t);
         }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Track> {
+        self.0.iter()
+    }
+
+    /// Tracks restored from the changelog, exactly sized.
+    pub(crate) fn restored(mut tracks: Vec<Track>) -> Self {
+        tracks.shrink_to_fit();
+        Self(tracks)
     }
 
     /// Whether the visit at `store` already had an offer.

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use beckon::beacon::BeaconRegistry;
 use beckon::campaign::parse_campaigns;
 use beckon::caps::{LocalTimeOf, Suppression};
+use beckon::changelog::Records;
 use beckon::engine::{Engine, EngineConfig};
 use beckon::fence::{parse_fences, FenceIndex, IndexOptions, LoadMode};
 use beckon::offer::Output;
@@ -868,7 +869,134 @@ fn replaying_the_same_input_twice_gives_identical_bytes() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// 3. Splitting devices across engines gives the same offers
+// 3. A restore from the changelog goes on exactly as if nothing had happened
+
+/// The exactly-once core: an engine keeping a changelog writes it batch by batch; at any point a
+/// fresh engine restored from the log so far (compacted or not, with a torn batch after the
+/// last partition record or not) decides the rest of the input exactly as the first would have:
+/// the same offers and presence events, byte for byte, budgets and caps included.
+#[test]
+fn an_engine_restored_from_its_changelog_goes_on_identically() {
+    let strategy = (
+        input(true, 900_000, true),
+        1usize..8,
+        0.0f64..1.0,
+        any::<bool>(),
+        any::<bool>(),
+    );
+    let tally = check(
+        strategy,
+        |((s, lines), batch, cut, compact, torn), tally| {
+            let world = world(&s.limits);
+            let (offers, presence) = run(&mut engine(&world, &s), &lines);
+            tally.add(offers.len(), None);
+            let cut = (lines.len() as f64 * cut) as usize;
+            let mut first = engine(&world, &s);
+            first.keep_changes();
+            let (mut before_o, mut before_p) = (Vec::new(), Vec::new());
+            let mut log: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
+            let mut records = Records::default();
+            for (i, chunk) in lines[..cut].chunks(batch).enumerate() {
+                let (o, p) = decide(&mut first, chunk);
+                before_o.extend(o);
+                before_p.extend(p);
+                records.clear();
+                first.take_changes(((i + 1) * batch).min(cut) as i64, &mut records);
+                log.extend(
+                    records
+                        .iter()
+                        .map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec))),
+                );
+            }
+            if torn && cut < lines.len() {
+                // A batch decided and partly logged, without its partition record.
+                let (o, p) = decide(&mut first, &lines[cut..cut + 1]);
+                records.clear();
+                first.take_changes(cut as i64 + 1, &mut records);
+                log.extend(
+                    records
+                        .iter()
+                        .take(records.len() - 1)
+                        .map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec))),
+                );
+                drop((o, p));
+            }
+            let settled = log
+                .iter()
+                .rposition(|(k, _)| beckon::changelog::is_partition(k));
+            if compact {
+                // What log compaction may leave: the latest record per key, in log order. It
+                // never runs over the torn tail (`min.compaction.lag.ms`; README, "State and
+                // recovery").
+                let end = settled.map_or(0, |i| i + 1);
+                let mut seen = std::collections::HashSet::new();
+                let mut kept: Vec<_> = log[..end]
+                    .iter()
+                    .rev()
+                    .filter(|(k, _)| seen.insert(k.clone()))
+                    .cloned()
+                    .collect();
+                kept.reverse();
+                kept.extend_from_slice(&log[end..]);
+                log = kept;
+            }
+            let settled = log
+                .iter()
+                .rposition(|(k, _)| beckon::changelog::is_partition(k));
+            let mut second = engine(&world, &s);
+            for (k, v) in &log[..settled.map_or(0, |i| i + 1)] {
+                second.restore_record(k, v.as_deref()).unwrap();
+            }
+            let next = second.finish_restore();
+            prop_assert_eq!(next, settled.map(|_| cut as i64));
+            let (after_o, after_p) = run(&mut second, &lines[cut..]);
+            let restored_o: Vec<String> = before_o.into_iter().chain(after_o).collect();
+            let restored_p: Vec<String> = before_p.into_iter().chain(after_p).collect();
+            prop_assert!(
+                restored_o == offers,
+                "offers: {}",
+                difference(&offers, &restored_o)
+            );
+            prop_assert!(
+                restored_p == presence,
+                "presence: {}",
+                difference(&presence, &restored_p)
+            );
+            Ok(())
+        },
+    );
+    tally.assert_not_vacuous();
+}
+
+/// Feeds `lines` to `engine` without ending time; returns the encoded offers and presence.
+fn decide(engine: &mut Engine, lines: &[Line]) -> (Vec<String>, Vec<String>) {
+    let world = engine.world().clone();
+    let mut out = Output::default();
+    let pings: Vec<_> = lines
+        .iter()
+        .map(|l| ping::decode(l.json.as_bytes()).unwrap())
+        .collect();
+    engine.on_batch(&pings, &mut out);
+    let encode = |f: &dyn Fn(&mut Vec<u8>)| {
+        let mut buf = Vec::new();
+        f(&mut buf);
+        String::from_utf8(buf).unwrap()
+    };
+    let offers = out
+        .offers
+        .iter()
+        .map(|o| encode(&|b| o.encode(&world, b)))
+        .collect();
+    let presence = out
+        .presence
+        .iter()
+        .map(|e| encode(&|b| e.encode(&world, b)))
+        .collect();
+    (offers, presence)
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Splitting devices across engines gives the same offers
 
 /// The contract for lateness: pings arrive in event-time order up to a disorder smaller than
 /// `presence.max_lateness_s` (a phone's batch is late by less than that). Each ping is held up

@@ -503,3 +503,50 @@ fn reloading_the_same_world_or_one_renumbered_before_every_ping_changes_nothing(
     });
     assert!(plain == renumbered, "renumbered fences changed the day");
 }
+
+#[test]
+fn a_device_idle_past_retention_is_forgotten_but_keeps_its_profile() {
+    let cfg = EngineConfig {
+        retention_days: 2,
+        ..EngineConfig::default()
+    };
+    let mut engine = fixture_engine(cfg);
+    engine.keep_changes();
+    let day = fixture_pings();
+    let first = replay(&mut engine, &day);
+    let seen = engine.devices().len();
+    assert!(!first.offers.is_empty());
+    let offered = first.offers[0]["device_id"].as_str().unwrap().to_owned();
+    let mut records = beckon::changelog::Records::default();
+    engine.take_changes(1, &mut records);
+    assert!(
+        records.iter().all(|(_, v)| v.is_some()),
+        "nothing forgotten yet"
+    );
+    // Three days later one device pings again: everyone else has been idle past retention.
+    let later = device_pings(&offered, 3 * 86_400);
+    replay(&mut engine, &later[..1]);
+    records.clear();
+    engine.take_changes(2, &mut records);
+    let forgotten: Vec<String> = records
+        .iter()
+        .filter(|(_, v)| v.is_none())
+        .map(|(k, _)| String::from_utf8(k.to_vec()).unwrap())
+        .collect();
+    assert!(!forgotten.is_empty() && !forgotten.contains(&offered));
+    // Devices with a profile keep it, and their place; the others are gone.
+    let profiled: Vec<String> = load_profiles(format!("{FIXTURES}/profiles.jsonl").as_ref())
+        .unwrap()
+        .into_iter()
+        .map(|(d, _)| d)
+        .collect();
+    assert!(forgotten.iter().any(|d| !profiled.contains(d)));
+    for d in &forgotten {
+        assert_eq!(
+            engine.devices().find(d).is_some(),
+            profiled.contains(d),
+            "{d}"
+        );
+    }
+    assert!(engine.devices().len() < seen);
+}
