@@ -21,7 +21,7 @@ use crate::world::{FenceFile, WorldFiles};
 pub const ENV_KAFKA_PREFIX: &str = "BECKON_KAFKA_";
 
 /// librdkafka settings beckon sets itself: the commit path and delivery guarantees depend on them.
-const MANAGED_CLIENT_KEYS: [&str; 7] = [
+const MANAGED_CLIENT_KEYS: [&str; 9] = [
     "bootstrap.servers",
     "group.id",
     "group.instance.id",
@@ -29,6 +29,8 @@ const MANAGED_CLIENT_KEYS: [&str; 7] = [
     "enable.auto.offset.store",
     "enable.idempotence",
     "auto.offset.reset",
+    "transactional.id",
+    "isolation.level",
 ];
 
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
@@ -80,6 +82,8 @@ pub struct Topics {
     pub offers: String,
     pub presence: String,
     pub dead_letters: String,
+    /// The state changelog (`crate::changelog`): compacted, co-partitioned with `pings`.
+    pub state: String,
 }
 
 impl Default for Topics {
@@ -90,6 +94,7 @@ impl Default for Topics {
             offers: "beckon.offers".into(),
             presence: "beckon.presence".into(),
             dead_letters: "beckon.pings.dlq".into(),
+            state: "beckon.state".into(),
         }
     }
 }
@@ -193,6 +198,23 @@ pub struct PipelineConfig {
     pub shutdown_grace_s: u64,
     /// librdkafka's consumer prefetch bound (`queued.max.messages.kbytes`).
     pub prefetch_kbytes: u32,
+    /// `at_least_once`, or `exactly_once`: Kafka transactions (README, "Scale-out").
+    pub guarantee: Guarantee,
+    /// Exactly once: how often the open transaction is committed. Output becomes visible to
+    /// `read_committed` consumers only then, so this bounds the added latency.
+    pub commit_interval_ms: u64,
+}
+
+/// What reaches the output topics when instances crash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Guarantee {
+    /// Everything, with repeats after a crash: byte-identical, so consumers deduplicate by
+    /// `offer_id`.
+    AtLeastOnce,
+    /// Everything once to `read_committed` consumers: each batch's output, state changes and
+    /// input offsets commit in one transaction.
+    ExactlyOnce,
 }
 
 impl Default for PipelineConfig {
@@ -203,6 +225,8 @@ impl Default for PipelineConfig {
             in_flight_batches: 16,
             shutdown_grace_s: 20,
             prefetch_kbytes: 16 * 1024,
+            guarantee: Guarantee::AtLeastOnce,
+            commit_interval_ms: 100,
         }
     }
 }
@@ -367,6 +391,7 @@ impl RunConfig {
             ("kafka.topics.offers", Some(&t.offers)),
             ("kafka.topics.presence", Some(&t.presence)),
             ("kafka.topics.dead_letters", Some(&t.dead_letters)),
+            ("kafka.topics.state", Some(&t.state)),
         ];
         for (i, &(setting, topic)) in named.iter().enumerate() {
             let Some(topic) = topic else { continue };
@@ -398,6 +423,9 @@ impl RunConfig {
         }
         if p.prefetch_kbytes == 0 {
             return invalid("pipeline.prefetch_kbytes", "must be positive");
+        }
+        if !(1..=60_000).contains(&p.commit_interval_ms) {
+            return invalid("pipeline.commit_interval_ms", "must be 1..=60000");
         }
         if let Err((setting, reason)) = self.engine.validate() {
             return Err(ConfigError::Invalid { setting, reason });

@@ -110,9 +110,14 @@ pub fn run(mut out: impl Write, opts: &DemoOptions) -> Result<(), DemoError> {
     let result = write_fixtures(&dir).and_then(|cfg_world| {
         let broker = MockCluster::new(1)?;
         let topics = Topics::default();
-        for t in [&topics.pings, &topics.offers, &topics.presence]
-            .into_iter()
-            .chain(&topics.profiles)
+        for t in [
+            &topics.pings,
+            &topics.offers,
+            &topics.presence,
+            &topics.state,
+        ]
+        .into_iter()
+        .chain(&topics.profiles)
         {
             broker.create_topic(t, PARTITIONS, 1)?;
         }

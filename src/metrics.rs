@@ -26,6 +26,8 @@ pub struct Metrics {
     pub profiles: ProfileCounters,
     pub latency: Histogram,
     pub batch_seconds: Histogram,
+    pub restore_seconds: Histogram,
+    pub transactions: IntCounter,
     lag: IntGaugeVec,
     pub fences: IntGauge,
     pub beacons: IntGauge,
@@ -128,6 +130,16 @@ impl Metrics {
             "Time the decision core spent on one consumed batch (decode, decide, encode).",
             prometheus::exponential_buckets(0.000_05, 2.0, 16)?,
         )?;
+        let restore_seconds = histogram(
+            "beckon_restore_duration_seconds",
+            "Time to restore one assigned partition's engine from the state changelog.",
+            prometheus::exponential_buckets(0.01, 2.0, 14)?,
+        )?;
+        let transactions = IntCounter::new(
+            "beckon_transactions_total",
+            "Kafka transactions committed (pipeline.guarantee: exactly_once).",
+        )?;
+        registry.register(Box::new(transactions.clone()))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -178,6 +190,8 @@ impl Metrics {
             offers,
             latency,
             batch_seconds,
+            restore_seconds,
+            transactions,
             lag,
             registry,
         })

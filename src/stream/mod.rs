@@ -4,11 +4,17 @@
 //!
 //! One thread runs the loop — poll a batch, decide, produce — because the core is synchronous
 //! and the partitions' engines are owned, not shared; librdkafka's own threads do the network.
-//! At least once: a batch's input offsets are stored for commit only after everything it
-//! produced was acknowledged ([`delivery`]); offer ids are deterministic, so a batch consumed
-//! twice after a crash yields the same offers, which consumers deduplicate. Bounded everywhere:
-//! librdkafka's prefetch (`queued.max.messages.kbytes`), the producer queue (a full queue means
-//! wait), and the batches in flight.
+//! Each engine's state goes to a compacted changelog topic (`crate::changelog`) and is restored
+//! from it when the partition is assigned ([`restore`]), so a crash or a rebalance loses nothing.
+//!
+//! At least once: a batch's changelog is produced after everything it produced was
+//! acknowledged, and its input offsets are stored after that ([`delivery`]); offer ids are
+//! deterministic and a restore goes on from exactly the state the changelog recorded, so input
+//! consumed twice after a crash yields byte-identical offers, which consumers deduplicate.
+//! Exactly once: output, changelog and input offsets of all batches since the last commit go in
+//! one Kafka transaction. Bounded everywhere: librdkafka's prefetch
+//! (`queued.max.messages.kbytes`), the producer queue (a full queue means wait), and the batches
+//! in flight.
 //!
 //! Profiles (§5) are a table, not a stream: they are never committed, so each assignment reads
 //! the partition's profiles from the beginning, and the co-partitioned pings partition is paused
@@ -16,6 +22,7 @@
 
 mod dead_letter;
 pub mod delivery;
+mod restore;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,9 +37,12 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::statistics::Statistics;
+use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::config::{KafkaConfig, PipelineConfig, Topics};
+use crate::caps::Share;
+use crate::changelog::Records;
+use crate::config::{Guarantee, KafkaConfig, PipelineConfig, Topics};
 use crate::engine::{Engine, EngineConfig};
 use crate::metrics::{CampaignCounters, Metrics, Reported};
 use crate::offer::Output;
@@ -40,7 +50,7 @@ use crate::ping::{self, Ping};
 use crate::profile::{self, Profile, ProfileRecord};
 use crate::world::World;
 
-use delivery::{Deliveries, Ticket, Tracker};
+use delivery::{Changelog, Deliveries, Ticket, Tracker};
 
 /// What stopped the pipeline, when it did not stop because it was asked to.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +61,8 @@ pub enum StreamError {
     Topic { topic: String, reason: String },
     #[error("{0} (nothing after it was committed; the next start consumes it again)")]
     Delivery(String),
+    #[error("transaction: {0} (aborted; the next start goes on from the last commit)")]
+    Transaction(KafkaError),
 }
 
 /// What one run of the pipeline did (logged at shutdown; the tests account for every ping).
@@ -65,6 +77,10 @@ pub struct Totals {
     /// Messages of revoked partitions dropped before they were decided (the new owner
     /// consumes them again).
     pub handed_over: u64,
+    /// Changelog records read to restore assigned partitions.
+    pub restored: u64,
+    /// Transactions committed (exactly once) .
+    pub transactions: u64,
 }
 
 /// Everything the pipeline needs that outlives it: the world it starts with, the profiles file,
@@ -84,6 +100,8 @@ struct Shard {
     reported: Reported,
     /// The profiles partition's high watermark at assignment: pings wait until it is reached.
     bootstrap_until: Option<i64>,
+    /// The pings offset after the last one decided.
+    next_offset: Option<i64>,
 }
 
 enum Event {
@@ -100,6 +118,11 @@ struct Flow {
     metrics: Arc<Metrics>,
     events: Mutex<Vec<Event>>,
     grace: Duration,
+    guarantee: Guarantee,
+    /// Exactly once: the open transaction's input offsets (empty: none open).
+    transaction: Mutex<BTreeMap<i32, i64>>,
+    /// Exactly once: a transaction is open.
+    in_transaction: AtomicBool,
 }
 
 struct Ctx(Arc<Flow>);
@@ -135,18 +158,12 @@ impl ConsumerContext for Ctx {
         let Rebalance::Revoke(tpl) = rebalance else {
             return;
         };
-        // Hand over cleanly: what was decided is delivered and committed before another
-        // instance starts on these partitions.
+        // Hand over cleanly: what was decided is delivered and committed (with its changelog)
+        // before another instance restores these partitions.
         let flow = &self.0;
-        if let Err(e) = flow.producer.flush(flow.grace) {
-            tracing::warn!("flushing output before a rebalance: {e}");
-        }
-        if let Err(e) = store_delivered(consumer, flow) {
+        if let Err(e) = flow.settle(consumer) {
             // The loop sees the same failure and stops; nothing after it is committed.
             tracing::error!("before a rebalance: {e}");
-        }
-        if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
-            tracing::debug!("commit before a rebalance: {e}");
         }
         let revoked = pings_partitions(tpl, &flow.topics.pings);
         tracing::info!(partitions = ?revoked, "partitions revoked");
@@ -188,15 +205,96 @@ impl ConsumerContext for Ctx {
 }
 
 impl Flow {
+    /// Delivers and commits everything decided so far: at least once, flushes until every
+    /// batch's output and changelog are acknowledged and commits their offsets; exactly once,
+    /// commits the open transaction.
+    fn settle(&self, consumer: &BaseConsumer<Ctx>) -> Result<(), StreamError> {
+        if self.guarantee == Guarantee::ExactlyOnce {
+            return self.commit_transaction(consumer);
+        }
+        loop {
+            if let Err(e) = self.producer.flush(self.grace) {
+                tracing::warn!("output not delivered within the grace period: {e}");
+            }
+            if !store_delivered(consumer, self)? {
+                break;
+            }
+        }
+        match consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => Ok(()),
+            Err(e) => {
+                tracing::warn!("commit: {e}");
+                Ok(())
+            }
+        }
+    }
+
+    /// Exactly once: opens a transaction if none is.
+    fn begin_transaction(&self) -> Result<(), StreamError> {
+        if self.guarantee == Guarantee::ExactlyOnce
+            && !self.in_transaction.swap(true, Ordering::Relaxed)
+        {
+            self.producer
+                .begin_transaction()
+                .map_err(StreamError::Transaction)?;
+        }
+        Ok(())
+    }
+
+    /// Exactly once: commits the open transaction with its input offsets. On failure it is
+    /// aborted and the error returned: the pipeline stops, and the next start (or the next
+    /// owner of the partitions) goes on from the last committed transaction.
+    fn commit_transaction(&self, consumer: &BaseConsumer<Ctx>) -> Result<(), StreamError> {
+        if !self.in_transaction.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let offsets = std::mem::take(&mut *lock(&self.transaction));
+        let timeout = Timeout::After(self.grace);
+        let committed = (|| {
+            if !offsets.is_empty() {
+                let mut tpl = TopicPartitionList::new();
+                for (&p, &next) in &offsets {
+                    tpl.add_partition_offset(&self.topics.pings, p, Offset::Offset(next))?;
+                }
+                let group = consumer
+                    .group_metadata()
+                    .ok_or(KafkaError::ConsumerCommit(RDKafkaErrorCode::InvalidGroupId))?;
+                self.producer
+                    .send_offsets_to_transaction(&tpl, &group, timeout)?;
+            }
+            self.producer.commit_transaction(timeout)
+        })();
+        self.in_transaction.store(false, Ordering::Relaxed);
+        if let Err(e) = committed {
+            if let Err(abort) = self.producer.abort_transaction(timeout) {
+                tracing::error!("aborting the transaction: {abort}");
+            }
+            return Err(StreamError::Transaction(e));
+        }
+        self.metrics.transactions.inc();
+        Ok(())
+    }
+
     fn push(&self, e: Event) {
-        self.events
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(e);
+        lock(&self.events).push(e);
     }
 
     fn take_events(&self) -> Vec<Event> {
-        std::mem::take(&mut *self.events.lock().unwrap_or_else(|p| p.into_inner()))
+        std::mem::take(&mut *lock(&self.events))
+    }
+
+    /// Produces changelog records to partition `p` of the state topic (co-partitioned with
+    /// pings by number, whatever the keys hash to).
+    fn send_changelog(&self, p: i32, records: &Records, opaque: usize) {
+        for (key, value) in records.iter() {
+            let mut record = BaseRecord::with_opaque_to(&self.topics.state, opaque)
+                .partition(p)
+                .key(key);
+            if let Some(v) = value {
+                record = record.payload(v);
+            }
+            self.enqueue(record);
+        }
     }
 
     /// Hands one message to the producer, waiting while its queue is full.
@@ -208,13 +306,18 @@ impl Flow {
         headers: Option<OwnedHeaders>,
         t: Ticket,
     ) {
-        let opaque = self.tracker.produced(t);
+        let opaque = self.tracker.produced(t, 1);
         let mut record = BaseRecord::with_opaque_to(topic, opaque)
             .key(key)
             .payload(value);
         if let Some(h) = headers {
             record = record.headers(h);
         }
+        self.enqueue(record);
+    }
+
+    /// Hands a record to the producer, waiting while its queue is full.
+    fn enqueue(&self, mut record: BaseRecord<'_, [u8], [u8], usize>) {
         loop {
             match self.producer.send(record) {
                 Ok(()) => return,
@@ -241,14 +344,29 @@ fn pings_partitions(tpl: &TopicPartitionList, pings: &str) -> Vec<i32> {
         .collect()
 }
 
-/// Stores the offsets of delivered batches for the next commit.
-fn store_delivered(consumer: &BaseConsumer<Ctx>, flow: &Flow) -> Result<(), StreamError> {
-    let offsets = flow
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Callbacks and the loop share one thread (see `Flow`): a poisoned lock only means a panic
+    // already ended the pipeline, and the data (plain maps) is still consistent.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Produces the changelogs of batches whose output is delivered, and stores the offsets of
+/// batches whose changelog is too, for the next commit. True if it produced changelogs (a flush
+/// then has more to deliver).
+fn store_delivered(consumer: &BaseConsumer<Ctx>, flow: &Flow) -> Result<bool, StreamError> {
+    let delivered = flow
         .tracker
         .take_delivered()
         .map_err(StreamError::Delivery)?;
+    for (opaque, changelog) in &delivered.changelogs {
+        for (p, records) in changelog {
+            flow.send_changelog(*p, records, *opaque);
+        }
+    }
+    let offsets = delivered.offsets;
+    let logged = !delivered.changelogs.is_empty();
     if offsets.is_empty() {
-        return Ok(());
+        return Ok(logged);
     }
     let mut latest = BTreeMap::new();
     for (p, next) in offsets {
@@ -262,7 +380,7 @@ fn store_delivered(consumer: &BaseConsumer<Ctx>, flow: &Flow) -> Result<(), Stre
         // A partition revoked meanwhile: its new owner consumes from the last commit.
         tracing::debug!("storing offsets: {e}");
     }
-    Ok(())
+    Ok(logged)
 }
 
 fn client_config(kafka: &KafkaConfig) -> ClientConfig {
@@ -286,23 +404,47 @@ pub fn run(
         pipeline.in_flight_batches,
         metrics.latency.clone(),
     ));
-    let producer: ThreadedProducer<Deliveries> = client_config(kafka)
-        .set("enable.idempotence", "true")
-        .create_with_context(Deliveries(tracker.clone()))?;
+    let grace = Duration::from_secs(pipeline.shutdown_grace_s);
+    let exactly_once = pipeline.guarantee == Guarantee::ExactlyOnce;
+    let mut pc = client_config(kafka);
+    pc.set("enable.idempotence", "true");
+    if exactly_once {
+        // KIP-447: one producer per instance, fenced through the consumer group's generation;
+        // with static membership its id is stable, so a restart fences its own zombie.
+        let member = match &kafka.instance_id {
+            Some(id) => id.clone(),
+            None => format!("pid-{}", std::process::id()),
+        };
+        pc.set(
+            "transactional.id",
+            format!("beckon-{}-{member}", kafka.group_id),
+        );
+    }
+    let producer: ThreadedProducer<Deliveries> =
+        pc.create_with_context(Deliveries(tracker.clone()))?;
+    if exactly_once {
+        producer
+            .init_transactions(grace)
+            .map_err(StreamError::Transaction)?;
+    }
     let flow = Arc::new(Flow {
         topics: kafka.topics.clone(),
         producer,
         tracker,
         metrics: metrics.clone(),
         events: Mutex::default(),
-        grace: Duration::from_secs(pipeline.shutdown_grace_s),
+        grace,
+        guarantee: pipeline.guarantee,
+        transaction: Mutex::default(),
+        in_transaction: AtomicBool::new(false),
     });
     let mut cc = client_config(kafka);
     cc.set("group.id", &kafka.group_id)
-        .set("enable.auto.commit", "true")
+        .set("enable.auto.commit", (!exactly_once).to_string())
         .set("auto.commit.interval.ms", "1000")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
         .set(
             "queued.max.messages.kbytes",
             pipeline.prefetch_kbytes.to_string(),
@@ -314,13 +456,21 @@ pub fn run(
         cc.set("group.instance.id", id);
     }
     let consumer: BaseConsumer<Ctx> = cc.create_with_context(Ctx(flow.clone()))?;
-    check_topics(&consumer, &kafka.topics)?;
+    let partitions = check_topics(&consumer, &kafka.topics)?;
+    let reader: BaseConsumer = client_config(kafka)
+        .set("group.id", format!("{}.restore", kafka.group_id))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", "read_committed")
+        .create()?;
     let mut subscribed = vec![kafka.topics.pings.as_str()];
     subscribed.extend(kafka.topics.profiles.as_deref());
     consumer.subscribe(&subscribed)?;
 
     let mut pipe = Pipeline {
         flow,
+        reader,
+        partitions,
         cfg: pipeline.clone(),
         engine_cfg: engine_cfg.clone(),
         world: inputs.world.clone(),
@@ -337,8 +487,9 @@ pub fn run(
     result.and(drained).map(|()| pipe.totals)
 }
 
-/// Refuses to start on missing topics, or profiles not co-partitioned with pings.
-fn check_topics(consumer: &BaseConsumer<Ctx>, topics: &Topics) -> Result<(), StreamError> {
+/// Refuses to start on missing topics, or profiles or state not co-partitioned with pings;
+/// returns how many partitions pings has.
+fn check_topics(consumer: &BaseConsumer<Ctx>, topics: &Topics) -> Result<u32, StreamError> {
     let md = consumer.fetch_metadata(None, Duration::from_secs(30))?;
     let partitions = |name: &str| {
         md.topics()
@@ -354,6 +505,17 @@ fn check_topics(consumer: &BaseConsumer<Ctx>, topics: &Topics) -> Result<(), Str
     for t in [&topics.offers, &topics.presence, &topics.dead_letters] {
         partitions(t).ok_or_else(|| missing(t))?;
     }
+    let n = partitions(&topics.state).ok_or_else(|| missing(&topics.state))?;
+    if n != pings {
+        return Err(StreamError::Topic {
+            topic: topics.state.clone(),
+            reason: format!(
+                "has {n} partitions but {} has {pings}: the state changelog must have one \
+                 partition per pings partition",
+                topics.pings
+            ),
+        });
+    }
     if let Some(p) = &topics.profiles {
         let n = partitions(p).ok_or_else(|| missing(p))?;
         if n != pings {
@@ -368,12 +530,16 @@ fn check_topics(consumer: &BaseConsumer<Ctx>, topics: &Topics) -> Result<(), Str
             });
         }
     }
-    Ok(())
+    Ok(pings as u32)
 }
 
 /// The loop's state; the consumer is passed alongside, as the batch's messages borrow it.
 struct Pipeline {
     flow: Arc<Flow>,
+    /// Reads changelog partitions to restore engines.
+    reader: BaseConsumer,
+    /// Pings partitions in all: each engine spends its partition's share of every budget.
+    partitions: u32,
     cfg: PipelineConfig,
     engine_cfg: EngineConfig,
     world: Arc<World>,
@@ -394,9 +560,18 @@ impl Pipeline {
         reloads: &Receiver<Arc<World>>,
     ) -> Result<(), StreamError> {
         let linger = Duration::from_millis(self.cfg.batch_linger_ms);
+        let commit_interval = Duration::from_millis(self.cfg.commit_interval_ms);
+        let mut committed = Instant::now();
         let mut batch: Vec<BorrowedMessage<'c>> = Vec::with_capacity(self.cfg.batch_max);
         while !shutdown.load(Ordering::Relaxed) {
             store_delivered(consumer, &self.flow)?;
+            if committed.elapsed() >= commit_interval {
+                if self.flow.guarantee == Guarantee::ExactlyOnce {
+                    self.flow.commit_transaction(consumer)?;
+                    self.totals.transactions = self.flow.metrics.transactions.get();
+                }
+                committed = Instant::now();
+            }
             if !self.flow.tracker.wait_for_room(Duration::from_millis(100)) {
                 // No polling meanwhile: a message polled now would have no batch to go to.
                 // (librdkafka keeps the group session alive on its own threads; only
@@ -404,7 +579,7 @@ impl Pipeline {
                 continue;
             }
             if let Ok(world) = reloads.try_recv() {
-                self.replace_world(world);
+                self.replace_world(world)?;
             }
             // Collect a batch: wait for a first message, then take what arrives within the
             // linger, up to the batch size.
@@ -417,7 +592,7 @@ impl Pipeline {
                 let polled = consumer.poll(wait);
                 let events = self.flow.take_events();
                 if !events.is_empty() {
-                    self.apply(events, &mut batch);
+                    self.apply(consumer, events, &mut batch)?;
                     ready.store(!self.shards.is_empty(), Ordering::Relaxed);
                 }
                 match polled {
@@ -434,15 +609,20 @@ impl Pipeline {
                 }
             }
             // Messages of partitions revoked while the batch filled were dropped by `apply`.
-            self.decide(consumer, &batch);
+            self.decide(consumer, &batch)?;
             batch.clear();
             self.check_bootstraps(consumer)?;
         }
         Ok(())
     }
 
-    /// Assignment changes: engines for new partitions, none for revoked ones.
-    fn apply(&mut self, events: Vec<Event>, batch: &mut Vec<BorrowedMessage<'_>>) {
+    /// Assignment changes: engines restored for new partitions, none for revoked ones.
+    fn apply(
+        &mut self,
+        consumer: &BaseConsumer<Ctx>,
+        events: Vec<Event>,
+        batch: &mut Vec<BorrowedMessage<'_>>,
+    ) -> Result<(), StreamError> {
         for e in events {
             match e {
                 Event::Revoked(ps) => {
@@ -456,33 +636,88 @@ impl Pipeline {
                 }
                 Event::Assigned(ps) => {
                     for (p, until) in ps {
-                        let mut engine = Engine::new(self.world.clone(), self.engine_cfg.clone());
-                        for (id, profile) in self.profiles.iter() {
-                            engine.on_profile(ProfileRecord::Upsert {
-                                device_id: id.as_str().into(),
-                                profile: profile.clone(),
-                            });
-                        }
-                        self.shards.insert(
-                            p,
-                            Shard {
-                                engine,
-                                reported: Reported::default(),
-                                bootstrap_until: until,
-                            },
-                        );
+                        let shard = self.restore(consumer, p, until)?;
+                        self.shards.insert(p, shard);
                     }
                 }
             }
         }
         self.flow.metrics.partitions.set(self.shards.len() as i64);
+        Ok(())
+    }
+
+    /// Partition `p`'s engine as its changelog left it; consuming goes on where that state
+    /// ends. Records after the last complete batch (a crash while producing the changelog) are
+    /// overwritten with the restored state before anything else is decided.
+    fn restore(
+        &mut self,
+        consumer: &BaseConsumer<Ctx>,
+        p: i32,
+        bootstrap_until: Option<i64>,
+    ) -> Result<Shard, StreamError> {
+        let started = Instant::now();
+        let share = Share {
+            index: p as u32,
+            count: self.partitions,
+        };
+        let mut engine = Engine::with_share(self.world.clone(), self.engine_cfg.clone(), share);
+        engine.keep_changes();
+        for (id, profile) in self.profiles.iter() {
+            engine.on_profile(ProfileRecord::Upsert {
+                device_id: id.as_str().into(),
+                profile: profile.clone(),
+            });
+        }
+        let topics = &self.flow.topics;
+        let restored = restore::restore(&self.reader, &topics.state, p, &mut engine)?;
+        self.totals.restored += restored.records;
+        if let Some(next) = restored.next_offset {
+            consumer.seek(
+                &topics.pings,
+                p,
+                Offset::Offset(next),
+                Duration::from_secs(10),
+            )?;
+            if !restored.torn.is_empty() {
+                let mut records = Records::default();
+                let keys = restored.torn.iter().map(Vec::as_slice);
+                engine.repair(keys, next, &mut records);
+                self.flow.begin_transaction()?;
+                let ticket = self.flow.tracker.open(None);
+                let opaque = self.flow.tracker.produced(ticket, records.len());
+                self.flow.send_changelog(p, &records, opaque);
+                self.flow.tracker.seal(ticket, Vec::new(), Vec::new());
+            }
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        self.flow.metrics.restore_seconds.observe(seconds);
+        tracing::info!(
+            partition = p,
+            records = restored.records,
+            devices = engine.devices().len(),
+            next_offset = restored.next_offset,
+            torn = restored.torn.len(),
+            seconds,
+            "partition state restored"
+        );
+        Ok(Shard {
+            engine,
+            reported: Reported::default(),
+            bootstrap_until,
+            next_offset: restored.next_offset,
+        })
     }
 
     /// Decides one batch, produces what it caused, and hands its offsets to the tracker.
-    fn decide(&mut self, consumer: &BaseConsumer<Ctx>, batch: &[BorrowedMessage<'_>]) {
+    fn decide(
+        &mut self,
+        consumer: &BaseConsumer<Ctx>,
+        batch: &[BorrowedMessage<'_>],
+    ) -> Result<(), StreamError> {
         if batch.is_empty() {
-            return;
+            return Ok(());
         }
+        self.flow.begin_transaction()?;
         let started = Instant::now();
         let topics = &self.flow.topics;
         let oldest_ms = batch
@@ -492,6 +727,7 @@ impl Pipeline {
             .min();
         let ticket = self.flow.tracker.open(oldest_ms);
         let mut offsets: BTreeMap<i32, i64> = BTreeMap::new();
+        let mut changelog: Changelog = Vec::new();
         let mut pings: Vec<Ping<'_>> = Vec::with_capacity(batch.len());
         let partitions: Vec<i32> = {
             let mut ps: Vec<i32> = batch.iter().map(|m| m.partition()).collect();
@@ -537,6 +773,10 @@ impl Pipeline {
                     }
                     continue;
                 }
+                if shard.next_offset.is_some_and(|next| m.offset() < next) {
+                    // Already in the restored state (fetched before the seek to its end).
+                    continue;
+                }
                 self.totals.pings += 1;
                 offsets.insert(p, m.offset() + 1);
                 match ping::decode(m.payload().unwrap_or_default()) {
@@ -567,10 +807,27 @@ impl Pipeline {
                 &mut self.totals,
                 ticket,
             );
+            if let Some(&next) = offsets.get(&p) {
+                shard.next_offset = Some(next);
+                let mut records = Records::default();
+                shard.engine.take_changes(next, &mut records);
+                if self.flow.guarantee == Guarantee::ExactlyOnce {
+                    // The transaction makes output and changelog visible together.
+                    let opaque = self.flow.tracker.produced(ticket, records.len());
+                    self.flow.send_changelog(p, &records, opaque);
+                    lock(&self.flow.transaction).insert(p, next);
+                } else {
+                    changelog.push((p, records));
+                }
+            }
+        }
+        if self.flow.guarantee == Guarantee::ExactlyOnce {
+            // Committed with the transaction instead.
+            offsets.clear();
         }
         self.flow
             .tracker
-            .seal(ticket, offsets.into_iter().collect());
+            .seal(ticket, offsets.into_iter().collect(), changelog);
         self.flow.metrics.devices.set(
             self.shards
                 .values()
@@ -581,6 +838,7 @@ impl Pipeline {
             .metrics
             .batch_seconds
             .observe(started.elapsed().as_secs_f64());
+        Ok(())
     }
 
     /// Resumes pings partitions whose profiles are caught up although the last record before
@@ -609,7 +867,8 @@ impl Pipeline {
     }
 
     /// A new world from the reloader, applied between batches to every partition's engine.
-    fn replace_world(&mut self, world: Arc<World>) {
+    fn replace_world(&mut self, world: Arc<World>) -> Result<(), StreamError> {
+        self.flow.begin_transaction()?;
         let ticket = self.flow.tracker.open(None);
         for shard in self.shards.values_mut() {
             self.flow
@@ -627,24 +886,19 @@ impl Pipeline {
                 ticket,
             );
         }
-        self.flow.tracker.seal(ticket, Vec::new());
+        self.flow.tracker.seal(ticket, Vec::new(), Vec::new());
         self.counters = self.flow.metrics.world(&world);
         self.world = world;
         self.flow.metrics.reloads_applied.inc();
+        Ok(())
     }
 
-    /// After the loop: wait for in-flight output, store its offsets, commit, leave the group.
+    /// After the loop: deliver and commit what was decided, leave the group.
     fn drain(&mut self, consumer: &BaseConsumer<Ctx>) -> Result<(), StreamError> {
-        if let Err(e) = self.flow.producer.flush(self.flow.grace) {
-            tracing::warn!("output not delivered within the grace period: {e}");
-        }
-        let stored = store_delivered(consumer, &self.flow);
-        match consumer.commit_consumer_state(CommitMode::Sync) {
-            Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
-            Err(e) => tracing::warn!("final commit: {e}"),
-        }
+        let settled = self.flow.settle(consumer);
+        self.totals.transactions = self.flow.metrics.transactions.get();
         consumer.unsubscribe();
-        stored
+        settled
     }
 }
 

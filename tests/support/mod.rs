@@ -133,13 +133,14 @@ impl Broker {
         }
     }
 
-    /// The five topics: inputs with `PARTITIONS` partitions, profiles compacted.
+    /// The six topics: inputs and state with `PARTITIONS` partitions, profiles and state compacted.
     pub fn create_topics(&self, topics: &Topics) {
         let mut all: Vec<(&str, i32, bool)> = vec![
             (&topics.pings, PARTITIONS, false),
             (&topics.offers, PARTITIONS, false),
             (&topics.presence, PARTITIONS, false),
             (&topics.dead_letters, 1, false),
+            (&topics.state, PARTITIONS, true),
         ];
         if let Some(p) = &topics.profiles {
             all.push((p, PARTITIONS, true));
