@@ -221,7 +221,7 @@ pub struct Share {
 }
 
 impl Share {
-    /// The whole budget: one engine sees every device (`beckon replay` without partitions).
+    /// The whole budget: one engine sees every device (`beckon replay --partitions 1`).
     pub const WHOLE: Share = Share { index: 0, count: 1 };
 
     /// This share of `budget`.

@@ -389,10 +389,13 @@ fn engine_caught_up(watch: &BaseConsumer, pings: &str) -> Result<bool, DemoError
 }
 
 /// The simulated devices: profiles first (the engine reads them before deciding pings), then
-/// the fixture pings in order, keyed by device as phones' back ends would send them.
+/// the fixture pings in order, keyed by device as phones' back ends would send them and
+/// partitioned as the Java client does (murmur2), so `beckon replay --partitions` reproduces
+/// the demo.
 fn simulate(cfg: &RunConfig, pace: Duration, stop: &AtomicBool) -> Result<usize, DemoError> {
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", &cfg.kafka.brokers)
+        .set("partitioner", "murmur2_random")
         .set("linger.ms", "1")
         .create()?;
     let topics = &cfg.kafka.topics;

@@ -19,7 +19,10 @@
 //! - [`changelog`]: a partition's engine state as compacted-topic records, and back (restore).
 //! - [`reload`]: a new world under a running engine: device and campaign state renumbered by
 //!   stable ids.
-//! - [`replay`]: `beckon replay`, the engine over a JSON Lines file (§7), with a summary.
+//! - [`replay`]: `beckon replay`, the engine over a JSON Lines file (§7), with a summary; one
+//!   engine per partition of devices, as the streaming engine runs them.
+//! - [`partition`]: which Kafka partition a device's pings are on (the Java client's default
+//!   partitioner, murmur2), so replay splits devices as the producers did.
 //! - [`cache`]: prefetch hints, so a batch's cache misses overlap; huge pages for big tables.
 //! - [`json_type`]: naming JSON types in error messages (which field has the wrong type).
 //! - [`sphere`], [`time`]: the units everything above speaks: positions, metres, event time.
@@ -71,6 +74,7 @@ pub mod local_time;
 pub mod match_cmd;
 pub mod metrics;
 pub mod offer;
+pub mod partition;
 pub mod ping;
 pub mod presence;
 pub mod profile;

@@ -2,6 +2,7 @@
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -12,12 +13,12 @@ use clap::{Args, Parser, Subcommand};
 use beckon::beacon::BeaconRegistry;
 use beckon::config::{LogFormat, Overrides, RunConfig};
 use beckon::demo::DemoOptions;
-use beckon::engine::{Engine, EngineConfig};
+use beckon::engine::EngineConfig;
 use beckon::fence::{CellScheme, FenceError, FenceIndex, IndexOptions, LoadMode};
 use beckon::generate::{self, GenSpec};
 use beckon::match_cmd;
 use beckon::profile::{load_profiles, ProfileRecord};
-use beckon::replay::{self, Sinks};
+use beckon::replay::{self, Partitions, Sinks};
 use beckon::service::{self, Hooks};
 use beckon::world::{FenceFile, LoadedWorld, World, WorldFiles};
 
@@ -85,6 +86,11 @@ enum Command {
         /// Exit devices still present when the input ends (forecast a closed day).
         #[arg(long)]
         close_at_end: bool,
+        /// Partitions of the pings topic: devices are split over them as Kafka's default
+        /// partitioner splits keyed records, one engine each with its share of every budget,
+        /// as `beckon run` decides them.
+        #[arg(long, default_value = "1")]
+        partitions: NonZeroU32,
     },
     /// The streaming engine: a Kafka consumer group on the pings and profiles topics, producing
     /// offers, presence events and dead letters, with /metrics, /livez and /readyz over HTTP.
@@ -343,6 +349,7 @@ fn main() -> Result<()> {
             dead_letters,
             summary,
             close_at_end,
+            partitions,
         } => {
             let cfg: EngineConfig = match &config {
                 Some(path) => beckon::config::read_file::<EngineConfig>(path)?,
@@ -358,12 +365,12 @@ fn main() -> Result<()> {
             };
             let LoadedWorld { world, skipped } = World::load(&files, cfg.presence.exit_buffer_m)?;
             warn_skipped(&fences.path, &skipped);
-            let mut engine = Engine::new(Arc::new(world), cfg);
+            let mut engines = Partitions::new(Arc::new(world), cfg, partitions);
             if let Some(path) = &profiles {
                 for (device_id, profile) in load_profiles(path)
                     .with_context(|| format!("loading profiles from {}", path.display()))?
                 {
-                    engine.on_profile(ProfileRecord::Upsert {
+                    engines.on_profile(ProfileRecord::Upsert {
                         device_id: device_id.into(),
                         profile,
                     });
@@ -394,7 +401,7 @@ fn main() -> Result<()> {
                         .with_context(|| format!("opening pings {}", pings.display()))?,
                 ))
             };
-            let report = replay::run(&mut engine, input, sinks, close_at_end)
+            let report = replay::run(&mut engines, input, sinks, close_at_end)
                 .with_context(|| format!("replaying {}", pings.display()))?;
             for w in [Some(&mut offers_w), presence_w.as_mut(), dead_w.as_mut()]
                 .into_iter()

@@ -374,3 +374,128 @@ fn run_refuses_a_bad_setting_or_a_bad_fence_file_before_touching_kafka() {
         "{err}"
     );
 }
+
+/// `beckon replay` over the fixtures with `more` arguments: offers and presence events.
+fn replay_fixture_events(more: &[&str], dir: &Path) -> (String, String) {
+    let presence = dir.join("presence.jsonl");
+    let mut args = vec![
+        "--presence",
+        presence.to_str().expect("a UTF-8 temporary path"),
+    ];
+    args.extend(more);
+    let out = replay_fixtures(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        String::from_utf8(out.stdout).expect("offers are UTF-8"),
+        std::fs::read_to_string(presence).expect("presence events written"),
+    )
+}
+
+#[test]
+fn replay_over_one_partition_is_the_plain_replay_and_partitions_change_no_unbudgeted_offer() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = replay_fixture_events(&[], dir.path());
+    let one = replay_fixture_events(&["--partitions", "1"], dir.path());
+    assert_eq!(one, plain);
+    assert_eq!(one.0.lines().count(), 7);
+    // No fixture budget binds: every device gets the same offers whichever engine decides it.
+    // (Not always the same presence events: a device that fell silent is exited once its
+    // engine's event time, which the engine's other devices advance, is far enough past it.)
+    let three = replay_fixture_events(&["--partitions", "3"], dir.path());
+    let sorted = |s: &str| {
+        let mut v: Vec<String> = s.lines().map(str::to_owned).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(sorted(&three.0), sorted(&one.0));
+}
+
+#[test]
+fn replay_over_partitions_spends_each_partitions_share_of_an_exhausted_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |n: &str| dir.path().join(n).to_str().unwrap().to_owned();
+    let gen = beckon(&[
+        "gen",
+        "--fences",
+        "300",
+        "--pings",
+        "0",
+        "--devices",
+        "400",
+        "--seed",
+        "3",
+        "--out",
+        &path("gen"),
+    ]);
+    assert!(
+        gen.status.success(),
+        "{}",
+        String::from_utf8_lossy(&gen.stderr)
+    );
+    // Ten coupons for whoever walks into any store first: 400 devices want more.
+    std::fs::write(
+        path("tight.json"),
+        r#"{"id":"tight","name":"Ten coupons","anonymous":true,"priority":1000,
+            "schedule":{"opening_hours":false},"trigger":{"type":"enter"},
+            "offer":{"title":"Welcome to {store_name}","ttl_s":600},"budget":{"total":10}}"#,
+    )
+    .unwrap();
+    let replay = |partitions: &str| {
+        let summary = path(&format!("summary-{partitions}.json"));
+        let out = beckon(&[
+            "replay",
+            "--fences",
+            &path("gen/fences.geojson"),
+            "--campaigns",
+            &path("tight.json"),
+            "--pings",
+            &path("gen/device-pings.jsonl"),
+            "--partitions",
+            partitions,
+            "--summary",
+            &summary,
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let summary: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(summary).unwrap()).unwrap();
+        (String::from_utf8(out.stdout).unwrap(), summary)
+    };
+
+    let (_, whole) = replay("1");
+    assert_eq!(whole["budgets"]["tight"]["spent"], 10, "{whole}");
+    assert!(
+        whole["suppressed_by_reason"]["total_budget"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+
+    let (offers, split) = replay("3");
+    let burn = &split["budgets"]["tight"];
+    let by_partition: Vec<u64> = burn["spent_by_partition"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_u64().unwrap())
+        .collect();
+    // 10 over 3 partitions: shares of 4, 3 and 3, each spent and none exceeded.
+    assert_eq!(by_partition, [4, 3, 3], "{burn}");
+    assert_eq!(burn["spent"], 10);
+    assert_eq!(split["offers"], 10);
+    // Each partition's coupons went to the devices Kafka's default partitioner puts there.
+    let mut offered = [0u64; 3];
+    for o in offers.lines() {
+        let o: serde_json::Value = serde_json::from_str(o).unwrap();
+        let device = o["device_id"].as_str().unwrap();
+        offered[beckon::partition::partition_of(device.as_bytes(), 3) as usize] += 1;
+    }
+    assert_eq!(offered.to_vec(), by_partition);
+}

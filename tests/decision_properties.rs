@@ -1,6 +1,7 @@
 //! Property tests of the decision core (the three invariants):
 //!
-//! 1. caps and budgets are never exceeded, whatever order the pings arrive in;
+//! 1. caps and budgets are never exceeded, whatever order the pings arrive in and however
+//!    devices are split over partitions (each keeps within its share of a budget);
 //! 2. replaying the same input twice gives byte-identical output;
 //! 3. splitting devices across engines (as Kafka partitions do) gives the same offers as one.
 //!
@@ -16,16 +17,18 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use beckon::beacon::BeaconRegistry;
 use beckon::campaign::parse_campaigns;
-use beckon::caps::{LocalTimeOf, Suppression};
+use beckon::caps::{LocalTimeOf, Share, Suppression};
 use beckon::changelog::Records;
 use beckon::engine::{Engine, EngineConfig};
 use beckon::fence::{parse_fences, FenceIndex, IndexOptions, LoadMode};
 use beckon::offer::Output;
-use beckon::replay::{self, Sinks};
+use beckon::partition::partition_of;
+use beckon::replay::{self, Partitions, Sinks, Summary};
 use beckon::time::Timestamp;
 use beckon::world::World;
 use beckon::{ping, profile};
@@ -476,6 +479,30 @@ fn engine(world: &Arc<World>, s: &Scenario) -> Engine {
     engine
 }
 
+/// One engine per partition as `beckon replay --partitions count` builds them, with the
+/// scenario's profiles.
+fn engines(world: &Arc<World>, s: &Scenario, count: u32) -> Partitions {
+    let count = NonZeroU32::new(count).unwrap();
+    let mut engines = Partitions::new(world.clone(), s.config(), count);
+    for p in s.profiles() {
+        engines.on_profile(profile::decode(None, Some(p.as_bytes())).unwrap());
+    }
+    engines
+}
+
+/// `replay::run` over `bytes`, then the end of time: the offers, presence events and dead
+/// letters as written, and the summary.
+fn replay_bytes(engines: &mut Partitions, bytes: &[u8]) -> (Vec<u8>, Vec<u8>, Vec<u8>, Summary) {
+    let (mut offers, mut presence, mut dead) = (Vec::new(), Vec::new(), Vec::new());
+    let sinks = Sinks {
+        offers: &mut offers,
+        presence: Some(&mut presence),
+        dead_letters: Some(&mut dead),
+    };
+    let summary = replay::run(engines, bytes, sinks, true).unwrap();
+    (offers, presence, dead, summary)
+}
+
 /// Feeds `lines` (then the end of time) to `engine`; returns the encoded offers and presence
 /// events.
 fn run<'a>(
@@ -509,6 +536,7 @@ fn run<'a>(
 }
 
 /// An offer as the output says it: to whom, which campaign, when (ms).
+#[derive(Clone)]
 struct Issued {
     device: String,
     campaign: String,
@@ -615,6 +643,46 @@ fn caps_and_budgets_are_never_exceeded_in_any_input_order() {
             why.name()
         );
     }
+}
+
+/// `beckon replay --partitions N`, as `beckon run` decides a topic of N partitions: each
+/// partition's engine keeps within its share of every budget, in total and per day (judged from
+/// the offers to the devices Kafka's partitioner puts there), so together they keep within the
+/// budget; every other cap holds as in one engine.
+#[test]
+fn partitions_keep_within_their_share_of_every_budget() {
+    let strategy = (input(true, 900_000, true), 2u32..=4);
+    let tally = check(strategy, |((s, lines), count), tally| {
+        let mut bytes = Vec::new();
+        for line in &lines {
+            bytes.extend_from_slice(line.json.as_bytes());
+            bytes.push(b'\n');
+        }
+        let (offers, ..) = replay_bytes(&mut engines(&world(&s.limits), &s, count), &bytes);
+        let offers: Vec<Issued> = String::from_utf8(offers)
+            .unwrap()
+            .lines()
+            .map(issued)
+            .collect();
+        tally.add(offers.len(), None);
+        caps_and_budgets_hold(&s, &offers)?;
+        for index in 0..count {
+            let share = Share { index, count };
+            let mut part = s.clone();
+            for l in &mut part.limits {
+                l.total = l.total.map(|t| share.of(t));
+                l.daily = l.daily.map(|d| share.of(d.into()) as u32);
+            }
+            let mine: Vec<Issued> = offers
+                .iter()
+                .filter(|o| partition_of(o.device.as_bytes(), count) == index)
+                .cloned()
+                .collect();
+            caps_and_budgets_hold(&part, &mine)?;
+        }
+        Ok(())
+    });
+    tally.assert_not_vacuous();
 }
 
 /// Every cap and budget of `s`, judged from the offers alone: no window of any cap's length
@@ -827,7 +895,8 @@ fn a_silent_device_leaves_the_same_way_whoever_shares_its_engine() {
 
 #[test]
 fn replaying_the_same_input_twice_gives_identical_bytes() {
-    let tally = check(input(true, 900_000, true), |(s, lines), tally| {
+    let strategy = (input(true, 900_000, true), 1u32..=3);
+    let tally = check(strategy, |((s, lines), partitions), tally| {
         let mut bytes = Vec::new();
         for (i, line) in lines.iter().enumerate() {
             bytes.extend_from_slice(line.json.as_bytes());
@@ -837,18 +906,7 @@ fn replaying_the_same_input_twice_gives_identical_bytes() {
                 bytes.extend_from_slice(b"{\"type\":\"location\",\"device_id\":\"d-0\"}\n");
             }
         }
-        let replay = || {
-            let world = world(&s.limits);
-            let mut engine = engine(&world, &s);
-            let (mut offers, mut presence, mut dead) = (Vec::new(), Vec::new(), Vec::new());
-            let sinks = Sinks {
-                offers: &mut offers,
-                presence: Some(&mut presence),
-                dead_letters: Some(&mut dead),
-            };
-            let summary = replay::run(&mut engine, &bytes[..], sinks, true).unwrap();
-            (offers, presence, dead, summary)
-        };
+        let replay = || replay_bytes(&mut engines(&world(&s.limits), &s, partitions), &bytes);
         let first = replay();
         let second = replay();
         tally.add(

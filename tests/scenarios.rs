@@ -2,6 +2,7 @@
 //! would judge it: the right person, the right store, the right moment, never pestered.
 #![allow(clippy::unwrap_used)] // helpers too: a fixture that does not load should fail the test
 
+use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use beckon::beacon::BeaconRegistry;
@@ -11,7 +12,7 @@ use beckon::fence::{load_fences, parse_fences, FenceIndex, IndexOptions, LoadMod
 use beckon::offer::Output;
 use beckon::ping;
 use beckon::profile::{self, load_profiles, ProfileRecord};
-use beckon::replay::{self, Sinks, Summary};
+use beckon::replay::{self, Partitions, Sinks, Summary};
 use beckon::time::Timestamp;
 use beckon::world::World;
 use serde_json::{json, Value};
@@ -45,17 +46,28 @@ fn fixture_campaigns() -> Vec<Campaign> {
     load_campaigns(format!("{FIXTURES}/campaigns").as_ref()).unwrap()
 }
 
-fn fixture_engine(cfg: EngineConfig) -> Engine {
-    let mut engine = Engine::new(fixture_world(fixture_campaigns(), &cfg), cfg);
-    for (device_id, profile) in
-        load_profiles(format!("{FIXTURES}/profiles.jsonl").as_ref()).unwrap()
-    {
-        engine.on_profile(ProfileRecord::Upsert {
+fn fixture_profiles() -> impl Iterator<Item = ProfileRecord<'static>> {
+    load_profiles(format!("{FIXTURES}/profiles.jsonl").as_ref())
+        .unwrap()
+        .into_iter()
+        .map(|(device_id, profile)| ProfileRecord::Upsert {
             device_id: device_id.into(),
             profile,
-        });
-    }
+        })
+}
+
+fn fixture_engine(cfg: EngineConfig) -> Engine {
+    let mut engine = Engine::new(fixture_world(fixture_campaigns(), &cfg), cfg);
+    fixture_profiles().for_each(|p| engine.on_profile(p));
     engine
+}
+
+/// The fixture world and profiles as `beckon replay` runs them (one partition).
+fn fixture_replay(cfg: EngineConfig) -> Partitions {
+    let world = fixture_world(fixture_campaigns(), &cfg);
+    let mut engines = Partitions::new(world, cfg, NonZeroU32::MIN);
+    fixture_profiles().for_each(|p| engines.on_profile(p));
+    engines
 }
 
 fn fixture_pings() -> Vec<String> {
@@ -117,11 +129,11 @@ impl Run {
     }
 }
 
-fn replay(engine: &mut Engine, lines: &[String]) -> Run {
+fn replay(engines: &mut Partitions, lines: &[String]) -> Run {
     let input = lines.join("\n");
     let (mut offers, mut presence) = (Vec::new(), Vec::new());
     let summary = replay::run(
-        engine,
+        engines,
         input.as_bytes(),
         Sinks {
             offers: &mut offers,
@@ -147,7 +159,7 @@ fn replay(engine: &mut Engine, lines: &[String]) -> Run {
 
 fn whole_day() -> Run {
     replay(
-        &mut fixture_engine(EngineConfig::default()),
+        &mut fixture_replay(EngineConfig::default()),
         &fixture_pings(),
     )
 }
@@ -191,10 +203,10 @@ fn a_six_minute_stay_gives_one_dwell_offer() {
 
 #[test]
 fn a_second_visit_within_the_cooldown_gives_no_offer_and_one_after_it_does() {
-    let mut engine = fixture_engine(EngineConfig::default());
-    let first = replay(&mut engine, &device_pings("d-000102", 0));
-    let again = replay(&mut engine, &device_pings("d-000102", 3 * 3600));
-    let week_later = replay(&mut engine, &device_pings("d-000102", 8 * 86_400));
+    let mut engines = fixture_replay(EngineConfig::default());
+    let first = replay(&mut engines, &device_pings("d-000102", 0));
+    let again = replay(&mut engines, &device_pings("d-000102", 3 * 3600));
+    let week_later = replay(&mut engines, &device_pings("d-000102", 8 * 86_400));
     let tastings = |r: &Run| {
         r.offers
             .iter()
@@ -218,27 +230,27 @@ fn no_consent_means_no_offer_at_all() {
 
 #[test]
 fn withdrawn_consent_stops_offers_at_the_next_ping() {
-    let mut engine = fixture_engine(EngineConfig::default());
+    let mut engines = fixture_replay(EngineConfig::default());
     let lines = device_pings("d-000106", 0);
     // Up to the last sighting below the threshold; the next one (-73 dBm) brings her in range.
     let split = lines
         .iter()
         .position(|l| l.contains("\"rssi\":-73"))
         .unwrap();
-    replay(&mut engine, &lines[..split]);
-    engine.on_profile(
+    replay(&mut engines, &lines[..split]);
+    engines.on_profile(
         profile::decode(
             Some(b"d-000106"),
             Some(br#"{"device_id":"d-000106","consent":false}"#),
         )
         .unwrap(),
     );
-    let rest = replay(&mut engine, &lines[split..]);
+    let rest = replay(&mut engines, &lines[split..]);
     assert!(rest.offers.is_empty(), "{:#?}", rest.offers);
     assert_eq!(rest.suppressed("chayun-welcome", "no_consent"), 1);
 
     // With consent kept, the same pings give her the welcome coupon at that very sighting.
-    let kept = replay(&mut fixture_engine(EngineConfig::default()), &lines);
+    let kept = replay(&mut fixture_replay(EngineConfig::default()), &lines);
     let offers = kept.offers_to("d-000106");
     assert_eq!(offers.len(), 1);
     assert_eq!(offers[0]["campaign_id"], "chayun-welcome");
@@ -295,15 +307,15 @@ fn the_car_film_brand_routes_drivers_to_the_shop_authorized_for_their_region() {
     assert!(offers[0]["distance_m"].as_f64().unwrap() <= 100.0);
 
     // The same drive by someone from Puxi: that shop is not authorized for his region.
-    let mut engine = fixture_engine(EngineConfig::default());
-    engine.on_profile(
+    let mut engines = fixture_replay(EngineConfig::default());
+    engines.on_profile(
         profile::decode(
             None,
             Some(br#"{"device_id":"d-000105","consent":true,"attributes":{"interests":["cars"],"home_region":"sh-puxi"}}"#),
         )
         .unwrap(),
     );
-    let puxi = replay(&mut engine, &device_pings("d-000105", 0));
+    let puxi = replay(&mut engines, &device_pings("d-000105", 0));
     assert!(puxi.offers.is_empty());
     assert_eq!(puxi.suppressed("clearshield-route", "audience"), 1);
 }
@@ -321,19 +333,19 @@ fn the_flash_sale_reaches_its_audience_near_the_counter_only_during_the_sale() {
     assert_eq!(events, ["enter", "dwell", "exit"]);
 
     // A man with the same walk is not in the audience; the same walk after 18:00 is too late.
-    let mut engine = fixture_engine(EngineConfig::default());
-    engine.on_profile(
+    let mut engines = fixture_replay(EngineConfig::default());
+    engines.on_profile(
         profile::decode(
             None,
             Some(br#"{"device_id":"d-000103","consent":true,"attributes":{"age":30,"gender":"m","income_tier":"high"}}"#),
         )
         .unwrap(),
     );
-    assert!(replay(&mut engine, &device_pings("d-000103", 0))
+    assert!(replay(&mut engines, &device_pings("d-000103", 0))
         .offers
         .is_empty());
     let evening = replay(
-        &mut fixture_engine(EngineConfig::default()),
+        &mut fixture_replay(EngineConfig::default()),
         &device_pings("d-000103", 5 * 3600),
     );
     assert!(evening.offers.is_empty());
@@ -394,7 +406,7 @@ fn a_dst_change_does_not_shift_quiet_hours() {
     );
     let campaigns = parse_campaigns(campaign, false, "test").unwrap();
     let world = Arc::new(World::new(index, BeaconRegistry::default(), campaigns, 25.0).unwrap());
-    let mut engine = Engine::new(world, cfg);
+    let mut engines = Partitions::new(world, cfg, NonZeroU32::MIN);
     // Visits at 08:30 and 09:30 local on the Saturday before and the Sunday of each change.
     let visits = [
         ("d-1", "2026-03-07T08:30:00-05:00"), // EST: quiet
@@ -407,7 +419,7 @@ fn a_dst_change_does_not_shift_quiet_hours() {
     ];
     let mut lines = Vec::new();
     for (device, ts) in visits {
-        engine.on_profile(ProfileRecord::Upsert {
+        engines.on_profile(ProfileRecord::Upsert {
             device_id: device.into(),
             profile: beckon::profile::Profile::without_attributes(true),
         });
@@ -420,7 +432,7 @@ fn a_dst_change_does_not_shift_quiet_hours() {
         let v: Value = serde_json::from_str(l).unwrap();
         Timestamp::parse(v["ts"].as_str().unwrap()).unwrap()
     });
-    let run = replay(&mut engine, &lines);
+    let run = replay(&mut engines, &lines);
     let mut offered: Vec<&str> = run
         .offers
         .iter()
@@ -510,10 +522,11 @@ fn a_device_idle_past_retention_is_forgotten_but_keeps_its_profile() {
         retention_days: 2,
         ..EngineConfig::default()
     };
-    let mut engine = fixture_engine(cfg);
-    engine.keep_changes();
+    let mut engines = fixture_replay(cfg);
+    engines.engines_mut()[0].keep_changes();
     let day = fixture_pings();
-    let first = replay(&mut engine, &day);
+    let first = replay(&mut engines, &day);
+    let engine = &mut engines.engines_mut()[0];
     let seen = engine.devices().len();
     assert!(!first.offers.is_empty());
     let offered = first.offers[0]["device_id"].as_str().unwrap().to_owned();
@@ -525,7 +538,8 @@ fn a_device_idle_past_retention_is_forgotten_but_keeps_its_profile() {
     );
     // Three days later one device pings again: everyone else has been idle past retention.
     let later = device_pings(&offered, 3 * 86_400);
-    replay(&mut engine, &later[..1]);
+    replay(&mut engines, &later[..1]);
+    let engine = &mut engines.engines_mut()[0];
     records.clear();
     engine.take_changes(2, &mut records);
     let forgotten: Vec<String> = records

@@ -104,7 +104,7 @@ fn offers_through_a_real_broker_equal_replay_and_bad_input_is_dead_lettered() {
     assert_eq!(totals["pings"], pings.len());
     assert_eq!(totals["dead_letters"], corpus.len());
 
-    let mut want = replay_offers(&g.files, &g.profiles, &g.pings);
+    let mut want = replay_offers(&g.files, &g.profiles, &g.pings, PARTITIONS as u32);
     let mut got: Vec<String> = read_all(&bootstrap, &topics.offers)
         .into_iter()
         .map(|r| String::from_utf8(r.value).unwrap())

@@ -93,7 +93,7 @@ fn offers_over_kafka_equal_replay_and_bad_input_is_dead_lettered() {
     assert_eq!(totals.handed_over, 0);
 
     // Offers: byte-identical to replay's, as a set (partitions interleave devices).
-    let mut want = replay_offers(&g.files, &g.profiles, &g.pings);
+    let mut want = replay_offers(&g.files, &g.profiles, &g.pings, PARTITIONS as u32);
     let offers = read_all(&bootstrap, &topics.offers);
     let mut got: Vec<String> = offers
         .iter()
@@ -311,6 +311,7 @@ fn campaign_files_reload_without_a_restart_and_a_bad_file_is_refused() {
         &world,
         &fixtures.join("profiles.jsonl"),
         &fixtures.join("pings.jsonl"),
+        PARTITIONS as u32,
     );
     got.sort();
     want.sort();

@@ -21,10 +21,10 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 use rdkafka::{Offset, TopicPartitionList};
 
 use beckon::config::{RunConfig, Topics, WorldConfig};
-use beckon::engine::{Engine, EngineConfig};
+use beckon::engine::EngineConfig;
 use beckon::generate::{self, GenSpec};
 use beckon::profile::{load_profiles, ProfileRecord};
-use beckon::replay::{self, Sinks};
+use beckon::replay::{self, Partitions, Sinks};
 use beckon::world::World;
 
 pub const PARTITIONS: i32 = 3;
@@ -196,8 +196,11 @@ pub fn client(bootstrap: &str) -> ClientConfig {
 }
 
 /// Produces `(key, value)` records (value `None`: a tombstone), waiting for every delivery.
+/// Keyed records go where the Java client's default partitioner puts them (murmur2), as
+/// `beckon replay --partitions` assumes.
 pub fn produce(bootstrap: &str, topic: &str, records: &[(Vec<u8>, Option<Vec<u8>>)]) {
     let producer: ThreadedProducer<DefaultProducerContext> = client(bootstrap)
+        .set("partitioner", "murmur2_random")
         .set("linger.ms", "5")
         .set("message.max.bytes", "2000000")
         .create()
@@ -454,15 +457,22 @@ pub fn generate(dir: &Path, devices: usize, fixes_per_device: usize) -> Generate
     }
 }
 
-/// The offers `beckon replay` writes for the same files, one JSON object per line.
-pub fn replay_offers(files: &WorldConfig, profiles: &Path, pings: &Path) -> Vec<String> {
+/// The offers `beckon replay --partitions <partitions>` writes for the same files, one JSON
+/// object per line.
+pub fn replay_offers(
+    files: &WorldConfig,
+    profiles: &Path,
+    pings: &Path,
+    partitions: u32,
+) -> Vec<String> {
     let cfg = EngineConfig::default();
     let world = World::load(&files.files(), cfg.presence.exit_buffer_m)
         .unwrap()
         .world;
-    let mut engine = Engine::new(Arc::new(world), cfg);
+    let count = std::num::NonZeroU32::new(partitions).unwrap();
+    let mut engines = Partitions::new(Arc::new(world), cfg, count);
     for (device_id, profile) in load_profiles(profiles).unwrap() {
-        engine.on_profile(ProfileRecord::Upsert {
+        engines.on_profile(ProfileRecord::Upsert {
             device_id: device_id.into(),
             profile,
         });
@@ -470,7 +480,7 @@ pub fn replay_offers(files: &WorldConfig, profiles: &Path, pings: &Path) -> Vec<
     let mut offers = Vec::new();
     let input = BufReader::new(std::fs::File::open(pings).unwrap());
     replay::run(
-        &mut engine,
+        &mut engines,
         input,
         Sinks {
             offers: &mut offers,
