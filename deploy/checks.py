@@ -32,21 +32,50 @@ METRICS = {
     "beckon_reloads_total": "counter",
     "beckon_devices_tracked": "gauge",
     "beckon_assigned_partitions": "gauge",
+    "beckon_restore_duration_seconds": "histogram",
+    "beckon_transactions_total": "counter",
 }
 # Prometheus' own per-target series, and the client library's default process metrics.
 EXTRA_NAMES = {"up"}
 EXTRA_PREFIXES = ("process_",)
 
+
+
+class Optional:
+    """A key the file may leave out (the service has a default)."""
+
+    def __init__(self, spec):
+        self.spec = spec
+
+
 # The config tree of beckon.yaml: a dict is a section, a set the allowed values, None any scalar.
+TOPICS = ("pings", "profiles", "offers", "presence", "dead_letters", "state")
+PIPELINE_NUMBERS = (
+    "batch_max",
+    "batch_linger_ms",
+    "in_flight_batches",
+    "shutdown_grace_s",
+    "prefetch_kbytes",
+    "commit_interval_ms",
+)
 CONFIG = {
     "kafka": {
         "brokers": None,
         "group_id": None,
-        "topics": {k: None for k in ("pings", "profiles", "offers", "presence", "dead_letters")},
+        # Static membership: unique per instance, so set per pod (BECKON_INSTANCE_ID), not here.
+        "instance_id": Optional(None),
+        "topics": {k: None for k in TOPICS},
         "client": dict,  # librdkafka passthrough: any keys
     },
     "world": {"fences": None, "beacons": None, "campaigns": None, "reload_interval_s": int},
     "http": {"listen": None},
+    "pipeline": Optional(
+        {k: Optional(int) for k in PIPELINE_NUMBERS}
+        | {"guarantee": Optional({"at_least_once", "exactly_once"})}
+    ),
+    "engine": Optional(
+        {"retention_days": Optional(int), "presence": Optional(dict), "caps": Optional(dict)}
+    ),
     # level: a tracing filter ("info", "info,rdkafka=warn"), so any string.
     "log": {"format": {"text", "json"}, "level": None},
 }
@@ -76,6 +105,8 @@ def load_yaml(path):
 
 
 def check_tree(where, value, spec):
+    if isinstance(spec, Optional):
+        spec = spec.spec
     if spec is None:
         if isinstance(value, (dict, list)) or value is None:
             fail(f"{where}: expected a scalar, got {value!r}")
@@ -95,7 +126,8 @@ def check_tree(where, value, spec):
         for key in value.keys() - spec.keys():
             fail(f"{where}.{key}: unknown key (the service denies unknown fields)")
         for key in spec.keys() - value.keys():
-            fail(f"{where}.{key}: missing")
+            if not isinstance(spec[key], Optional):
+                fail(f"{where}.{key}: missing")
         for key in spec.keys() & value.keys():
             check_tree(f"{where}.{key}", value[key], spec[key])
 

@@ -6,73 +6,9 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use support::*;
-
-struct Process {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-/// `beckon run` with a config file naming the broker and the generated world, JSON logs.
-fn beckon_run(dir: &Path, bootstrap: &str, group: &str, g: &Generated) -> Process {
-    let config = dir.join(format!("{group}.yaml"));
-    let path = |p: &Option<std::path::PathBuf>| p.as_ref().unwrap().display().to_string();
-    std::fs::write(
-        &config,
-        format!(
-            "kafka: {{brokers: '{bootstrap}', group_id: {group}}}\n\
-             world: {{fences: '{}', campaigns: '{}', reload_interval_s: 0}}\n\
-             http: {{listen: '127.0.0.1:0'}}\n\
-             log: {{format: json, level: info}}\n\
-             pipeline: {{batch_max: 256, batch_linger_ms: 2}}\n",
-            path(&g.files.fences),
-            path(&g.files.campaigns),
-        ),
-    )
-    .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_beckon"))
-        .args(["run", "--config", config.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start beckon run");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(l);
-        }
-    });
-    Process { child, lines }
-}
-
-impl Process {
-    /// SIGTERM, then the exit status must be success and the last log line its totals.
-    fn terminate(mut self) -> serde_json::Value {
-        let pid = self.child.id().to_string();
-        let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        assert!(status.success());
-        let exit = self.child.wait().unwrap();
-        let log: Vec<String> = self.lines.try_iter().collect();
-        assert!(
-            exit.success(),
-            "beckon run exited {exit} after SIGTERM:\n{}",
-            log.join("\n")
-        );
-        let stopped = log
-            .iter()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .find(|v| v["message"] == "stopped")
-            .unwrap_or_else(|| panic!("no \"stopped\" line in\n{}", log.join("\n")));
-        stopped
-    }
-}
 
 #[test]
 fn offers_through_a_real_broker_equal_replay_and_bad_input_is_dead_lettered() {
@@ -93,7 +29,13 @@ fn offers_through_a_real_broker_equal_replay_and_bad_input_is_dead_lettered() {
     }
     produce(&bootstrap, &topics.pings, &pings);
 
-    let engine = beckon_run(dir.path(), &bootstrap, "beckon-broker", &g);
+    let engine = beckon_run(
+        dir.path(),
+        &bootstrap,
+        "beckon-broker",
+        &g,
+        &Member::default(),
+    );
     wait_until_committed(
         &bootstrap,
         "beckon-broker",
@@ -150,7 +92,13 @@ fn sigterm_mid_stream_loses_nothing_across_a_restart() {
         Duration::from_millis(100),
     );
 
-    let first = beckon_run(dir.path(), &bootstrap, "beckon-sigterm", &g);
+    let first = beckon_run(
+        dir.path(),
+        &bootstrap,
+        "beckon-sigterm",
+        &g,
+        &Member::default(),
+    );
     wait_for_a_commit(&bootstrap, "beckon-sigterm", &topics.pings);
     let t1 = first.terminate();
     let decided1 = t1["pings"].as_u64().unwrap();
@@ -160,7 +108,13 @@ fn sigterm_mid_stream_loses_nothing_across_a_restart() {
     assert!(decided1 < total, "stopped mid-stream");
 
     producing.join().unwrap();
-    let second = beckon_run(dir.path(), &bootstrap, "beckon-sigterm", &g);
+    let second = beckon_run(
+        dir.path(),
+        &bootstrap,
+        "beckon-sigterm",
+        &g,
+        &Member::default(),
+    );
     wait_until_committed(
         &bootstrap,
         "beckon-sigterm",

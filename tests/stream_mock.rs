@@ -10,9 +10,9 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use beckon::config::RunConfig;
+use beckon::config::{Guarantee, RunConfig};
 use beckon::service::{self, Hooks, ServiceError};
 use beckon::stream::Totals;
 
@@ -163,6 +163,86 @@ fn offers_over_kafka_equal_replay_and_bad_input_is_dead_lettered() {
         !metrics.contains("d-0"),
         "a device id leaked into the metrics"
     );
+}
+
+/// The mock cluster accepts the transactional calls but stores no transactional offsets
+/// (README, "State and recovery"): so the run is followed through its metrics, and the restart
+/// finds no committed offset at all. It must go on from the changelog's offsets instead.
+#[test]
+fn exactly_once_commits_transactions_and_a_restart_goes_on_from_the_changelog() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = generate(dir.path(), 1_500, 12);
+    let broker = Broker::mock();
+    let bootstrap = broker.bootstrap();
+    let mut cfg = run_config(&bootstrap, "beckon-eos", &g.files);
+    cfg.pipeline.guarantee = Guarantee::ExactlyOnce;
+    cfg.pipeline.batch_max = 256;
+    cfg.kafka
+        .client
+        .insert("session.timeout.ms".into(), "6000".into());
+    let topics = cfg.kafka.topics.clone();
+    broker.create_topics(&topics);
+    produce_profiles(&bootstrap, &topics, &g.profiles);
+    let pings = keyed_lines(&g.pings);
+    let total = pings.len() as u64;
+    produce(&bootstrap, &topics.pings, &pings);
+
+    let first = start(&cfg);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while decided(first.http) < total {
+        assert!(Instant::now() < deadline, "pings not all decided in time");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let t1 = first.stop();
+    assert_eq!(t1.pings, total, "every ping decided once");
+    assert!(
+        t1.transactions > 1,
+        "transactions committed: {}",
+        t1.transactions
+    );
+    let mut want = replay_offers(&g.files, &g.profiles, &g.pings, PARTITIONS as u32);
+    let mut got: Vec<String> = read_all(&bootstrap, &topics.offers)
+        .iter()
+        .map(|r| String::from_utf8(r.value.clone()).unwrap())
+        .collect();
+    assert!(want.len() > 50, "the day makes offers ({})", want.len());
+    want.sort();
+    got.sort();
+    assert!(
+        got == want,
+        "offers differ from replay's ({} vs {})",
+        got.len(),
+        want.len()
+    );
+
+    let second = start(&cfg);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while http_get(second.http, "/readyz").0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "the restart was not assigned partitions"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Time to consume from the beginning, were it not for the changelog's offsets.
+    std::thread::sleep(Duration::from_secs(3));
+    let t2 = second.stop();
+    assert!(t2.restored > 0, "state restored from the changelog");
+    assert_eq!(
+        (t2.pings, t2.offers),
+        (0, 0),
+        "the restart decided nothing twice"
+    );
+    assert_eq!(read_all(&bootstrap, &topics.offers).len(), want.len());
+}
+
+/// Pings decided so far, from the engine's own metrics.
+fn decided(http: SocketAddr) -> u64 {
+    let (_, text) = http_get(http, "/metrics");
+    text.lines()
+        .filter(|l| l.starts_with("beckon_pings_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -36,6 +36,8 @@ pub enum Broker {
         port: u16,
         _dir: tempfile::TempDir,
     },
+    /// Brokers someone else runs (e.g. Apache Kafka from deploy/compose.yaml), by bootstrap.
+    External(String),
 }
 
 fn free_port() -> u16 {
@@ -96,40 +98,59 @@ impl Broker {
     pub fn tansu() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let url = format!("tcp://127.0.0.1:{port}");
-        let child = Command::new(tansu_binary())
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-                // Relative to the working directory: tansu refuses an absolute path here.
-                "--storage-engine",
-                "sqlite://tansu.db",
-            ])
-            .current_dir(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start tansu");
-        let broker = Broker::Tansu {
+        let child = start_tansu(dir.path(), port);
+        Broker::Tansu {
             child,
             port,
             _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "tansu did not listen on {port}");
-            std::thread::sleep(Duration::from_millis(50));
         }
-        broker
     }
 
+    /// Kills the tansu process (SIGKILL: no shutdown of its own) and starts it again on the same
+    /// storage and port, as an operator's broker restart.
+    pub fn restart(&mut self) {
+        let Broker::Tansu { child, port, _dir } = self else {
+            panic!("only a tansu broker restarts");
+        };
+        child.kill().unwrap();
+        child.wait().unwrap();
+        *child = start_tansu(_dir.path(), *port);
+    }
+}
+
+/// tansu on `port` with its SQLite database in `dir`, once it listens.
+fn start_tansu(dir: &Path, port: u16) -> Child {
+    let url = format!("tcp://127.0.0.1:{port}");
+    let child = Command::new(tansu_binary())
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+            // Relative to the working directory: tansu refuses an absolute path here.
+            "--storage-engine",
+            "sqlite://tansu.db",
+        ])
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start tansu");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "tansu did not listen on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
+}
+
+impl Broker {
     pub fn bootstrap(&self) -> String {
         match self {
             Broker::Mock(m) => m.bootstrap_servers(),
             Broker::Tansu { port, .. } => format!("127.0.0.1:{port}"),
+            Broker::External(bootstrap) => bootstrap.clone(),
         }
     }
 
@@ -151,7 +172,7 @@ impl Broker {
                     m.create_topic(t, n, 1).unwrap();
                 }
             }
-            Broker::Tansu { .. } => {
+            Broker::Tansu { .. } | Broker::External(_) => {
                 let admin: AdminClient<DefaultClientContext> =
                     client(&self.bootstrap()).create().unwrap();
                 let new: Vec<NewTopic<'_>> = all
@@ -546,4 +567,107 @@ pub fn bad_input() -> Vec<(&'static str, Vec<u8>)> {
         ("json", Vec::new()),
         ("oversize", huge.into_bytes()),
     ]
+}
+
+/// A `beckon run` process and its log lines.
+pub struct Process {
+    pub child: Child,
+    pub lines: mpsc::Receiver<String>,
+}
+
+/// How `beckon_run` runs the engine, beyond the defaults.
+#[derive(Debug, Clone, Default)]
+pub struct Member {
+    /// A static group member of this name (its config file is named for it too).
+    pub instance: Option<String>,
+    /// Default: beckon's default topic names.
+    pub topics: Option<Topics>,
+    pub exactly_once: bool,
+}
+
+/// `beckon run` with a config file naming the broker and the generated world, JSON logs.
+pub fn beckon_run(
+    dir: &Path,
+    bootstrap: &str,
+    group: &str,
+    g: &Generated,
+    member: &Member,
+) -> Process {
+    let name = member.instance.as_deref().unwrap_or(group);
+    let config = dir.join(format!("{name}.yaml"));
+    let path = |p: &Option<std::path::PathBuf>| p.as_ref().unwrap().display().to_string();
+    let instance =
+        (member.instance.as_ref()).map_or(String::new(), |i| format!(", instance_id: {i}"));
+    let topics = member.topics.as_ref().map_or(String::new(), |t| {
+        format!(
+            ", topics: {{pings: {}, profiles: {}, offers: {}, presence: {}, dead_letters: {}, \
+             state: {}}}",
+            t.pings,
+            t.profiles.as_deref().unwrap_or("null"),
+            t.offers,
+            t.presence,
+            t.dead_letters,
+            t.state
+        )
+    });
+    let guarantee = if member.exactly_once {
+        "exactly_once"
+    } else {
+        "at_least_once"
+    };
+    std::fs::write(
+        &config,
+        format!(
+            "kafka: {{brokers: '{bootstrap}', group_id: {group}{instance}{topics}, \
+                     client: {{session.timeout.ms: '6000'}}}}\n\
+             world: {{fences: '{}', campaigns: '{}', reload_interval_s: 0}}\n\
+             http: {{listen: '127.0.0.1:0'}}\n\
+             log: {{format: json, level: info}}\n\
+             pipeline: {{batch_max: 256, batch_linger_ms: 2, guarantee: {guarantee}}}\n",
+            path(&g.files.fences),
+            path(&g.files.campaigns),
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_beckon"))
+        .args(["run", "--config", config.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start beckon run");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    Process { child, lines }
+}
+
+impl Process {
+    /// SIGTERM, then the exit status must be success and the last log line its totals.
+    pub fn terminate(mut self) -> serde_json::Value {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(status.success());
+        let exit = self.child.wait().unwrap();
+        let log: Vec<String> = self.lines.try_iter().collect();
+        assert!(
+            exit.success(),
+            "beckon run exited {exit} after SIGTERM:\n{}",
+            log.join("\n")
+        );
+        log.iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["message"] == "stopped")
+            .unwrap_or_else(|| panic!("no \"stopped\" line in\n{}", log.join("\n")))
+    }
+
+    /// SIGKILL: no flush, no commit, no goodbye to the group.
+    pub fn kill(mut self) -> Vec<String> {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        self.lines.try_iter().collect()
+    }
 }
