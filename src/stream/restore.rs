@@ -105,14 +105,16 @@ fn read(
                 }
             }
             Some(Err(KafkaError::PartitionEOF(_))) => break,
-            Some(Err(e)) => return Err(e.into()),
-            None if heard.elapsed() > STALL => {
-                return Err(StreamError::Topic {
-                    topic: format!("{topic} [{p}]"),
-                    reason: format!("restore stalled: nothing read for {STALL:?}"),
-                })
-            }
+            // Broker trouble (a restart, a lost connection) passes: librdkafka reconnects and
+            // fetches again. Only a stall ends the restore.
+            Some(Err(e)) => tracing::warn!(partition = p, "restoring from {topic}: {e}"),
             None => {}
+        }
+        if heard.elapsed() > STALL {
+            return Err(StreamError::Topic {
+                topic: format!("{topic} [{p}]"),
+                reason: format!("restore stalled: nothing read for {STALL:?}"),
+            });
         }
     }
     reader.unassign()?;
