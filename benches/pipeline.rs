@@ -20,19 +20,15 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use beckon::config::{Guarantee, PipelineConfig};
-use beckon::service::{self, Hooks};
 use beckon::stream::Totals;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
 use support::{
-    client, generate, http_get, keyed_lines, produce, produce_profiles, run_config, Broker,
-    Generated, PARTITIONS,
+    client, generate, keyed_lines, produce, produce_profiles, run_config, start, Broker, Generated,
+    PARTITIONS,
 };
 
 /// How often `/metrics` is read while the engine runs.
@@ -62,16 +58,6 @@ impl Run {
     fn rate(&self) -> f64 {
         self.decided as f64 / self.window.as_secs_f64()
     }
-}
-
-/// Pings decided so far: the sum of `beckon_pings_total` over its labels.
-fn decided(http: SocketAddr) -> u64 {
-    let (code, body) = http_get(http, "/metrics");
-    assert_eq!(code, 200, "/metrics");
-    (body.lines())
-        .filter(|l| l.starts_with("beckon_pings_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
 }
 
 /// Records kept in `topic` (high minus low watermark, over its partitions).
@@ -113,25 +99,11 @@ fn run_once(
         "the mock cluster did not keep every ping (about 5 MB per partition): use fewer"
     );
 
-    let shutdown = Arc::new(AtomicBool::new(false));
-    let (tx, rx) = mpsc::channel();
     let started = Instant::now();
-    let engine = {
-        let (cfg, shutdown) = (cfg.clone(), shutdown.clone());
-        std::thread::spawn(move || {
-            let hooks = Hooks {
-                on_listen: Box::new(move |a| tx.send(a).unwrap()),
-                signals: false,
-            };
-            service::run(&cfg, shutdown, hooks)
-        })
-    };
-    let http = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("engine listening");
+    let engine = start(&cfg);
     let mut first: Option<(Instant, u64)> = None;
     let (end, n) = loop {
-        let n = decided(http);
+        let n = engine.decided();
         let now = Instant::now();
         if n > 0 && first.is_none() {
             first = Some((now, n));
@@ -146,8 +118,7 @@ fn run_once(
         std::thread::sleep(POLL);
     };
     let (at, n0) = first.expect("a ping decided");
-    shutdown.store(true, Ordering::Relaxed);
-    let totals = engine.join().unwrap().unwrap();
+    let totals = engine.stop();
     assert_eq!(totals.pings, total, "every ping decided once");
     Run {
         startup: at - started,

@@ -6,53 +6,11 @@
 
 mod support;
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use beckon::config::{Guarantee, RunConfig};
-use beckon::service::{self, Hooks, ServiceError};
-use beckon::stream::Totals;
+use beckon::config::Guarantee;
 
 use support::*;
-
-struct Running {
-    shutdown: Arc<AtomicBool>,
-    http: SocketAddr,
-    handle: JoinHandle<Result<Totals, ServiceError>>,
-}
-
-fn start(cfg: &RunConfig) -> Running {
-    let shutdown = Arc::new(AtomicBool::new(false));
-    let (tx, rx) = mpsc::channel();
-    let handle = {
-        let (cfg, shutdown) = (cfg.clone(), shutdown.clone());
-        std::thread::spawn(move || {
-            let hooks = Hooks {
-                on_listen: Box::new(move |a| tx.send(a).unwrap()),
-                signals: false,
-            };
-            service::run(&cfg, shutdown, hooks)
-        })
-    };
-    let http = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("engine listening");
-    Running {
-        shutdown,
-        http,
-        handle,
-    }
-}
-
-impl Running {
-    fn stop(self) -> Totals {
-        self.shutdown.store(true, Ordering::Relaxed);
-        self.handle.join().unwrap().unwrap()
-    }
-}
 
 #[test]
 fn offers_over_kafka_equal_replay_and_bad_input_is_dead_lettered() {
@@ -189,7 +147,7 @@ fn exactly_once_commits_transactions_and_a_restart_goes_on_from_the_changelog() 
 
     let first = start(&cfg);
     let deadline = Instant::now() + Duration::from_secs(120);
-    while decided(first.http) < total {
+    while first.decided() < total {
         assert!(Instant::now() < deadline, "pings not all decided in time");
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -234,15 +192,6 @@ fn exactly_once_commits_transactions_and_a_restart_goes_on_from_the_changelog() 
         "the restart decided nothing twice"
     );
     assert_eq!(read_all(&bootstrap, &topics.offers).len(), want.len());
-}
-
-/// Pings decided so far, from the engine's own metrics.
-fn decided(http: SocketAddr) -> u64 {
-    let (_, text) = http_get(http, "/metrics");
-    text.lines()
-        .filter(|l| l.starts_with("beckon_pings_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
 }
 
 #[test]

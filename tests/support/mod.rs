@@ -671,3 +671,53 @@ impl Process {
         self.lines.try_iter().collect()
     }
 }
+
+/// The engine in this process (`service::run`, exactly what `beckon run` runs), on a thread.
+pub struct Running {
+    shutdown: Arc<std::sync::atomic::AtomicBool>,
+    pub http: std::net::SocketAddr,
+    handle: std::thread::JoinHandle<Result<beckon::stream::Totals, beckon::service::ServiceError>>,
+}
+
+/// Starts the engine with `cfg`, once it listens for HTTP.
+pub fn start(cfg: &RunConfig) -> Running {
+    let shutdown = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (tx, rx) = mpsc::channel();
+    let handle = {
+        let (cfg, shutdown) = (cfg.clone(), shutdown.clone());
+        std::thread::spawn(move || {
+            let hooks = beckon::service::Hooks {
+                on_listen: Box::new(move |a| tx.send(a).unwrap()),
+                signals: false,
+            };
+            beckon::service::run(&cfg, shutdown, hooks)
+        })
+    };
+    let http = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("engine listening");
+    Running {
+        shutdown,
+        http,
+        handle,
+    }
+}
+
+impl Running {
+    /// Shuts down as SIGTERM would; the run's totals.
+    pub fn stop(self) -> beckon::stream::Totals {
+        self.shutdown
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.handle.join().unwrap().unwrap()
+    }
+
+    /// Pings decided so far: the sum of `beckon_pings_total` over its labels.
+    pub fn decided(&self) -> u64 {
+        let (code, body) = http_get(self.http, "/metrics");
+        assert_eq!(code, 200, "/metrics");
+        (body.lines())
+            .filter(|l| l.starts_with("beckon_pings_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    }
+}
