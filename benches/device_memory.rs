@@ -17,6 +17,9 @@
 //! RSS is what the process really grew by (allocator overhead included, and noisier).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/env.rs"]
+mod env;
+use env::env;
 use std::sync::Arc;
 
 use beckon::beacon::BeaconRegistry;
@@ -41,13 +44,6 @@ fn rss() -> isize {
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     pages * 4096
-}
-
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.replace('_', "").parse().ok())
-        .unwrap_or(default)
 }
 
 fn main() {

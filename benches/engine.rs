@@ -25,6 +25,9 @@
 //! and the second, the first steady-state day.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/env.rs"]
+mod env;
+use env::env;
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -48,13 +51,6 @@ const CAMPAIGNS: usize = 120;
 const CHUNK: usize = 100_000;
 /// Pings per `Engine::on_batch` call in the batched runs (a Kafka poll's worth).
 const BATCH: usize = 256;
-
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.replace('_', "").parse().ok())
-        .unwrap_or(default)
-}
 
 fn spec() -> GenSpec {
     GenSpec {

@@ -20,6 +20,9 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+#[path = "support/env.rs"]
+mod env;
+use env::env;
 use std::time::{Duration, Instant};
 
 use beckon::config::{Guarantee, PipelineConfig};
@@ -35,13 +38,6 @@ use support::{
 const POLL: Duration = Duration::from_millis(5);
 /// A run that has not decided every ping by then has failed.
 const DEADLINE: Duration = Duration::from_secs(300);
-
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.replace('_', "").parse().ok())
-        .unwrap_or(default)
-}
 
 /// What one run measured.
 struct Run {

@@ -22,6 +22,9 @@
 //! devices, about half as long.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/env.rs"]
+mod env;
+use env::env;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,13 +47,6 @@ const FENCES: usize = 10_000;
 const CAMPAIGNS: usize = 120;
 /// Pings per consumed batch (`pipeline.batch_max`'s default): one `take_changes` each.
 const BATCH: usize = 1024;
-
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.replace('_', "").parse().ok())
-        .unwrap_or(default)
-}
 
 fn spec() -> GenSpec {
     GenSpec {
