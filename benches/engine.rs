@@ -25,62 +25,41 @@
 //! and the second, the first steady-state day.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/city.rs"]
+mod city;
 #[path = "support/env.rs"]
 mod env;
+use city::{spec, FENCES};
 use env::env;
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use beckon::beacon::BeaconRegistry;
 use beckon::campaign::Status;
 use beckon::caps::Suppression;
 use beckon::device::Devices;
 use beckon::engine::{Engine, EngineConfig, Stats};
-use beckon::fence::{parse_fences, FenceIndex, Hits, IndexOptions, LoadMode};
-use beckon::generate::{self, GenSpec, TRAFFIC_SPAN_MS};
+use beckon::fence::Hits;
+use beckon::generate::{self, TRAFFIC_SPAN_MS};
 use beckon::offer::Output;
 use beckon::ping::{decode, PingKind};
 use beckon::profile::ProfileRecord;
 use beckon::world::World;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
-const FENCES: usize = 10_000;
-const CAMPAIGNS: usize = 120;
 /// Pings per criterion iteration.
 const CHUNK: usize = 100_000;
 /// Pings per `Engine::on_batch` call in the batched runs (a Kafka poll's worth).
 const BATCH: usize = 256;
 
-fn spec() -> GenSpec {
-    GenSpec {
-        fences: FENCES,
-        pings: 0,
-        seed: 42,
-    }
-}
-
-/// The generated fences and campaigns, as `beckon replay` would load them.
+/// The city, with the campaign mix the bench needs checked.
 fn world() -> World {
-    let spec = spec();
-    let mut bytes = Vec::new();
-    generate::write_fences(&spec, &mut bytes).unwrap();
-    let fences = parse_fences(&bytes, LoadMode::Strict).unwrap().fences;
-    let index = FenceIndex::new(fences, IndexOptions::default());
-    let campaigns = generate::campaigns(&spec, CAMPAIGNS).unwrap();
-    let active = campaigns
-        .iter()
-        .filter(|c| c.status == Status::Active)
+    let world = city::world(&EngineConfig::default());
+    let active = (world.campaigns.iter())
+        .filter(|(_, c)| c.status == Status::Active)
         .count();
     assert!(active >= 100, "only {active} active campaigns");
-    let cfg = EngineConfig::default();
-    World::new(
-        index,
-        BeaconRegistry::default(),
-        campaigns,
-        cfg.presence.exit_buffer_m,
-    )
-    .unwrap()
+    world
 }
 
 /// Pre-encoded pings, back to back.

@@ -22,18 +22,19 @@
 //! devices, about half as long.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/city.rs"]
+mod city;
 #[path = "support/env.rs"]
 mod env;
+use city::{spec, world};
 use env::env;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use beckon::beacon::BeaconRegistry;
 use beckon::changelog::{Records, PARTITION_KEY};
 use beckon::engine::{Engine, EngineConfig};
-use beckon::fence::{parse_fences, FenceIndex, IndexOptions, LoadMode};
-use beckon::generate::{self, GenSpec};
+use beckon::generate;
 use beckon::offer::Output;
 use beckon::ping::decode;
 use beckon::profile::ProfileRecord;
@@ -43,33 +44,8 @@ use criterion::{
 };
 use smallvec::SmallVec;
 
-const FENCES: usize = 10_000;
-const CAMPAIGNS: usize = 120;
 /// Pings per consumed batch (`pipeline.batch_max`'s default): one `take_changes` each.
 const BATCH: usize = 1024;
-
-fn spec() -> GenSpec {
-    GenSpec {
-        fences: FENCES,
-        pings: 0,
-        seed: 42,
-    }
-}
-
-/// The generated fences and campaigns, as `beckon replay` would load them.
-fn world(cfg: &EngineConfig) -> World {
-    let spec = spec();
-    let mut bytes = Vec::new();
-    generate::write_fences(&spec, &mut bytes).unwrap();
-    let fences = parse_fences(&bytes, LoadMode::Strict).unwrap().fences;
-    World::new(
-        FenceIndex::new(fences, IndexOptions::default()),
-        BeaconRegistry::default(),
-        generate::campaigns(&spec, CAMPAIGNS).unwrap(),
-        cfg.presence.exit_buffer_m,
-    )
-    .unwrap()
-}
 
 /// A changelog partition as its log cleaner leaves it: each key's last record, at that record's
 /// place in the log.
