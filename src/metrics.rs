@@ -28,6 +28,7 @@ pub struct Metrics {
     pub batch_seconds: Histogram,
     pub restore_seconds: Histogram,
     pub transactions: IntCounter,
+    pub transactions_aborted: IntCounter,
     lag: IntGaugeVec,
     pub fences: IntGauge,
     pub beacons: IntGauge,
@@ -135,11 +136,12 @@ impl Metrics {
             "Time to restore one assigned partition's engine from the state changelog.",
             prometheus::exponential_buckets(0.01, 2.0, 14)?,
         )?;
-        let transactions = IntCounter::new(
+        let transactions = counter_vec(
             "beckon_transactions_total",
-            "Kafka transactions committed (pipeline.guarantee: exactly_once).",
+            "Kafka transactions (pipeline.guarantee: exactly_once), by outcome (committed, \
+             aborted: the pipeline then starts over from the last commit).",
+            &["outcome"],
         )?;
-        registry.register(Box::new(transactions.clone()))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -191,7 +193,8 @@ impl Metrics {
             latency,
             batch_seconds,
             restore_seconds,
-            transactions,
+            transactions: transactions.with_label_values(&["committed"]),
+            transactions_aborted: transactions.with_label_values(&["aborted"]),
             lag,
             registry,
         })

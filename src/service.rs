@@ -105,19 +105,31 @@ pub fn run(
             .spawn(move || watch(&files, &engine, &metrics, &shutdown, &reload_tx))
     });
 
-    let result = stream::run(
-        &cfg.kafka,
-        &cfg.pipeline,
-        &cfg.engine,
-        Inputs {
-            world,
-            profiles: Arc::new(profiles),
-            reloads,
-            metrics,
-            shutdown: shutdown.clone(),
-            ready,
-        },
-    );
+    let mut inputs = Inputs {
+        world,
+        profiles: Arc::new(profiles),
+        reloads,
+        metrics,
+        shutdown: shutdown.clone(),
+        ready,
+    };
+    let result = loop {
+        let committed = inputs.metrics.transactions.get();
+        match stream::run(&cfg.kafka, &cfg.pipeline, &cfg.engine, &mut inputs) {
+            // The transaction was aborted (or the producer fenced or broken): a new pipeline
+            // (producer, consumer, engines restored from the changelog) goes on from the last
+            // commit, as a restarted process would, without a supervisor's back-off. Only
+            // after progress, so a failure that repeats at once (no transactions on the
+            // brokers, say) still stops the engine.
+            Err(e @ StreamError::Transaction(_))
+                if inputs.metrics.transactions.get() > committed
+                    && !shutdown.load(Ordering::Relaxed) =>
+            {
+                tracing::warn!("{e}");
+            }
+            result => break result,
+        }
+    };
     shutdown.store(true, Ordering::Relaxed);
     if let Some(Ok(handle)) = reloader {
         let _ = handle.join();

@@ -8,7 +8,10 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use std::collections::BTreeSet;
+
 use beckon::config::Guarantee;
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 
 use support::*;
 
@@ -192,6 +195,82 @@ fn exactly_once_commits_transactions_and_a_restart_goes_on_from_the_changelog() 
         "the restart decided nothing twice"
     );
     assert_eq!(read_all(&bootstrap, &topics.offers).len(), want.len());
+}
+
+/// A transaction that fails for good (the coordinator refuses to end it) is aborted, and a new
+/// pipeline goes on from the last commit in the same process: every offer still comes out,
+/// repeats byte-identical (the mock cluster shows aborted records to `read_committed` readers).
+#[test]
+fn a_failed_transaction_is_aborted_and_the_engine_goes_on_from_the_last_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = generate(dir.path(), 1_500, 12);
+    let broker = Broker::mock();
+    let bootstrap = broker.bootstrap();
+    let mut cfg = run_config(&bootstrap, "beckon-abort", &g.files);
+    cfg.pipeline.guarantee = Guarantee::ExactlyOnce;
+    cfg.pipeline.batch_max = 256;
+    cfg.kafka
+        .client
+        .insert("session.timeout.ms".into(), "6000".into());
+    let topics = cfg.kafka.topics.clone();
+    broker.create_topics(&topics);
+    produce_profiles(&bootstrap, &topics, &g.profiles);
+    let pings = keyed_lines(&g.pings);
+    let (before, after) = pings.split_at(pings.len() / 2);
+    produce(&bootstrap, &topics.pings, before);
+    let want: BTreeSet<String> = replay_offers(&g.files, &g.profiles, &g.pings, PARTITIONS as u32)
+        .into_iter()
+        .collect();
+
+    let engine = start(&cfg);
+    let committed = r#"beckon_transactions_total{outcome="committed"}"#;
+    let aborted = r#"beckon_transactions_total{outcome="aborted"}"#;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while engine.metric(committed) < 2 {
+        assert!(Instant::now() < deadline, "no transactions committed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let Broker::Mock(cluster) = &broker else {
+        unreachable!()
+    };
+    cluster.request_errors(
+        RDKafkaApiKey::EndTxn,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_INVALID_TXN_STATE],
+    );
+    // The rest arrives after the failure: the new pipeline must decide and commit it.
+    produce(&bootstrap, &topics.pings, after);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while engine.metric(aborted) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the refused commit was not aborted"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let at_abort = engine.metric(committed);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let offers = loop {
+        let offers: Vec<String> = read_all(&bootstrap, &topics.offers)
+            .iter()
+            .map(|r| String::from_utf8(r.value.clone()).unwrap())
+            .collect();
+        if offers.iter().collect::<BTreeSet<_>>().len() >= want.len() {
+            break offers;
+        }
+        assert!(Instant::now() < deadline, "offers missing after the abort");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    while engine.metric(committed) <= at_abort {
+        assert!(Instant::now() < deadline, "no commit after the abort");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(engine.metric(aborted), 1, "one transaction aborted");
+    engine.stop();
+    let got: BTreeSet<String> = offers.into_iter().collect();
+    assert!(
+        got == want,
+        "distinct offers differ from replay's (repeats must be identical)"
+    );
 }
 
 #[test]

@@ -61,7 +61,7 @@ pub enum StreamError {
     Topic { topic: String, reason: String },
     #[error("{0} (nothing after it was committed; the next start consumes it again)")]
     Delivery(String),
-    #[error("transaction: {0} (aborted; the next start goes on from the last commit)")]
+    #[error("transaction: {0} (aborted; a new pipeline goes on from the last commit)")]
     Transaction(KafkaError),
 }
 
@@ -123,6 +123,9 @@ struct Flow {
     transaction: Mutex<BTreeMap<i32, i64>>,
     /// Exactly once: a transaction is open.
     in_transaction: AtomicBool,
+    /// The loop has ended and everything is settled: the revoke that closing the consumer
+    /// brings has nothing left to commit (and a commit there can block the close for good).
+    closed: AtomicBool,
 }
 
 struct Ctx(Arc<Flow>);
@@ -161,6 +164,9 @@ impl ConsumerContext for Ctx {
         // Hand over cleanly: what was decided is delivered and committed (with its changelog)
         // before another instance restores these partitions.
         let flow = &self.0;
+        if flow.closed.load(Ordering::Relaxed) {
+            return;
+        }
         if let Err(e) = flow.settle(consumer) {
             // The loop sees the same failure and stops; nothing after it is committed.
             tracing::error!("before a rebalance: {e}");
@@ -268,6 +274,7 @@ impl Flow {
         })();
         self.in_transaction.store(false, Ordering::Relaxed);
         if let Err(e) = committed {
+            self.metrics.transactions_aborted.inc();
             if let Err(abort) = self.producer.abort_transaction(timeout) {
                 tracing::error!("aborting the transaction: {abort}");
             }
@@ -414,7 +421,7 @@ pub fn run(
     kafka: &KafkaConfig,
     pipeline: &PipelineConfig,
     engine_cfg: &EngineConfig,
-    inputs: Inputs,
+    inputs: &mut Inputs,
 ) -> Result<Totals, StreamError> {
     let metrics = inputs.metrics.clone();
     let tracker = Arc::new(Tracker::new(
@@ -454,6 +461,7 @@ pub fn run(
         guarantee: pipeline.guarantee,
         transaction: Mutex::default(),
         in_transaction: AtomicBool::new(false),
+        closed: AtomicBool::new(false),
     });
     let mut cc = client_config(kafka);
     cc.set("group.id", &kafka.group_id)
@@ -492,7 +500,7 @@ pub fn run(
         engine_cfg: engine_cfg.clone(),
         world: inputs.world.clone(),
         counters: metrics.world(&inputs.world),
-        profiles: inputs.profiles,
+        profiles: inputs.profiles.clone(),
         shards: BTreeMap::new(),
         totals: Totals::default(),
         out: Output::default(),
@@ -501,6 +509,8 @@ pub fn run(
     let result = pipe.run_until(&consumer, &inputs.shutdown, &inputs.ready, &inputs.reloads);
     inputs.ready.store(false, Ordering::Relaxed);
     let drained = pipe.drain(&consumer);
+    // A pipeline started after this one serves the world this one ended with.
+    inputs.world = pipe.world.clone();
     result.and(drained).map(|()| pipe.totals)
 }
 
@@ -913,6 +923,7 @@ impl Pipeline {
     /// After the loop: deliver and commit what was decided, leave the group.
     fn drain(&mut self, consumer: &BaseConsumer<Ctx>) -> Result<(), StreamError> {
         let settled = self.flow.settle(consumer);
+        self.flow.closed.store(true, Ordering::Relaxed);
         self.totals.transactions = self.flow.metrics.transactions.get();
         consumer.unsubscribe();
         settled

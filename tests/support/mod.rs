@@ -646,12 +646,27 @@ pub fn beckon_run(
 }
 
 impl Process {
-    /// SIGTERM, then the exit status must be success and the last log line its totals.
+    /// SIGTERM, then the process must exit within a minute, successfully, its last log line
+    /// its totals.
     pub fn terminate(mut self) -> serde_json::Value {
         let pid = self.child.id().to_string();
         let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         assert!(status.success());
-        let exit = self.child.wait().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let exit = loop {
+            if let Some(exit) = self.child.try_wait().unwrap() {
+                break exit;
+            }
+            if Instant::now() > deadline {
+                self.child.kill().unwrap();
+                let log: Vec<String> = self.lines.try_iter().collect();
+                panic!(
+                    "beckon run still running 60 s after SIGTERM:\n{}",
+                    log.join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
         let log: Vec<String> = self.lines.try_iter().collect();
         assert!(
             exit.success(),
@@ -713,10 +728,15 @@ impl Running {
 
     /// Pings decided so far: the sum of `beckon_pings_total` over its labels.
     pub fn decided(&self) -> u64 {
+        self.metric("beckon_pings_total{")
+    }
+
+    /// The sum of the engine's `/metrics` series whose lines start with `series`.
+    pub fn metric(&self, series: &str) -> u64 {
         let (code, body) = http_get(self.http, "/metrics");
         assert_eq!(code, 200, "/metrics");
         (body.lines())
-            .filter(|l| l.starts_with("beckon_pings_total{"))
+            .filter(|l| l.starts_with(series))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum::<f64>() as u64
     }
