@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use std::collections::BTreeSet;
 
-use beckon::config::Guarantee;
+use beckon::config::{Guarantee, RunConfig};
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 
 use support::*;
@@ -126,24 +126,31 @@ fn offers_over_kafka_equal_replay_and_bad_input_is_dead_lettered() {
     );
 }
 
+/// A generated day on a mock cluster with the topics and profiles in place, and a config for
+/// `group` with exactly once, small batches, and sessions short enough that a restarted
+/// member is let in soon.
+fn exactly_once_on_mock(dir: &std::path::Path, group: &str) -> (Generated, Broker, RunConfig) {
+    let g = generate(dir, 1_500, 12);
+    let broker = Broker::mock();
+    let mut cfg = run_config(&broker.bootstrap(), group, &g.files);
+    cfg.pipeline.guarantee = Guarantee::ExactlyOnce;
+    cfg.pipeline.batch_max = 256;
+    cfg.kafka
+        .client
+        .insert("session.timeout.ms".into(), "6000".into());
+    broker.create_topics(&cfg.kafka.topics);
+    produce_profiles(&broker.bootstrap(), &cfg.kafka.topics, &g.profiles);
+    (g, broker, cfg)
+}
+
 /// The mock cluster accepts the transactional calls but stores no transactional offsets
 /// (README, "State and recovery"): so the run is followed through its metrics, and the restart
 /// finds no committed offset at all. It must go on from the changelog's offsets instead.
 #[test]
 fn exactly_once_commits_transactions_and_a_restart_goes_on_from_the_changelog() {
     let dir = tempfile::tempdir().unwrap();
-    let g = generate(dir.path(), 1_500, 12);
-    let broker = Broker::mock();
-    let bootstrap = broker.bootstrap();
-    let mut cfg = run_config(&bootstrap, "beckon-eos", &g.files);
-    cfg.pipeline.guarantee = Guarantee::ExactlyOnce;
-    cfg.pipeline.batch_max = 256;
-    cfg.kafka
-        .client
-        .insert("session.timeout.ms".into(), "6000".into());
-    let topics = cfg.kafka.topics.clone();
-    broker.create_topics(&topics);
-    produce_profiles(&bootstrap, &topics, &g.profiles);
+    let (g, broker, cfg) = exactly_once_on_mock(dir.path(), "beckon-eos");
+    let (bootstrap, topics) = (broker.bootstrap(), cfg.kafka.topics.clone());
     let pings = keyed_lines(&g.pings);
     let total = pings.len() as u64;
     produce(&bootstrap, &topics.pings, &pings);
@@ -203,18 +210,8 @@ fn exactly_once_commits_transactions_and_a_restart_goes_on_from_the_changelog() 
 #[test]
 fn a_failed_transaction_is_aborted_and_the_engine_goes_on_from_the_last_commit() {
     let dir = tempfile::tempdir().unwrap();
-    let g = generate(dir.path(), 1_500, 12);
-    let broker = Broker::mock();
-    let bootstrap = broker.bootstrap();
-    let mut cfg = run_config(&bootstrap, "beckon-abort", &g.files);
-    cfg.pipeline.guarantee = Guarantee::ExactlyOnce;
-    cfg.pipeline.batch_max = 256;
-    cfg.kafka
-        .client
-        .insert("session.timeout.ms".into(), "6000".into());
-    let topics = cfg.kafka.topics.clone();
-    broker.create_topics(&topics);
-    produce_profiles(&bootstrap, &topics, &g.profiles);
+    let (g, broker, cfg) = exactly_once_on_mock(dir.path(), "beckon-abort");
+    let (bootstrap, topics) = (broker.bootstrap(), cfg.kafka.topics.clone());
     let pings = keyed_lines(&g.pings);
     let (before, after) = pings.split_at(pings.len() / 2);
     produce(&bootstrap, &topics.pings, before);
