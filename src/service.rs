@@ -114,7 +114,7 @@ pub fn run(
         ready,
     };
     let result = loop {
-        let committed = inputs.metrics.transactions.get();
+        let committed = inputs.metrics.transactions_committed.get();
         match stream::run(&cfg.kafka, &cfg.pipeline, &cfg.engine, &mut inputs) {
             // The transaction was aborted (or the producer fenced or broken): a new pipeline
             // (producer, consumer, engines restored from the changelog) goes on from the last
@@ -122,7 +122,7 @@ pub fn run(
             // after progress, so a failure that repeats at once (no transactions on the
             // brokers, say) still stops the engine.
             Err(e @ StreamError::Transaction(_))
-                if inputs.metrics.transactions.get() > committed
+                if inputs.metrics.transactions_committed.get() > committed
                     && !shutdown.load(Ordering::Relaxed) =>
             {
                 tracing::warn!("{e}");

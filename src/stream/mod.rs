@@ -280,7 +280,7 @@ impl Flow {
             }
             return Err(StreamError::Transaction(e));
         }
-        self.metrics.transactions.inc();
+        self.metrics.transactions_committed.inc();
         Ok(())
     }
 
@@ -595,7 +595,7 @@ impl Pipeline {
             if committed.elapsed() >= commit_interval {
                 if self.flow.guarantee == Guarantee::ExactlyOnce {
                     self.flow.commit_transaction(consumer)?;
-                    self.totals.transactions = self.flow.metrics.transactions.get();
+                    self.totals.transactions = self.flow.metrics.transactions_committed.get();
                 }
                 committed = Instant::now();
             }
@@ -924,7 +924,7 @@ impl Pipeline {
     fn drain(&mut self, consumer: &BaseConsumer<Ctx>) -> Result<(), StreamError> {
         let settled = self.flow.settle(consumer);
         self.flow.closed.store(true, Ordering::Relaxed);
-        self.totals.transactions = self.flow.metrics.transactions.get();
+        self.totals.transactions = self.flow.metrics.transactions_committed.get();
         consumer.unsubscribe();
         settled
     }
